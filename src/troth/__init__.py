@@ -1,0 +1,3 @@
+"""troth: durable promises and distributed async/await for Python."""
+
+from __future__ import annotations

@@ -1,0 +1,396 @@
+"""The engine: the only place the rules are applied, one store transaction per request.
+
+Every public method builds an *operation* (a sync function of a ``Tx``) that reads the
+current record, asks ``troth.rules`` for a decision, writes what the decision says, and
+returns it. The store runs it in a transaction (batched with others by group commit); only
+after the commit does the engine wake waiters and answer. Time is read inside the operation,
+so the rules see the moment the transaction applies them.
+
+Background work (``start``/``stop``): the timeout sweeper, which times out expired pending
+promises without anybody reading them, so that timeouts are observed (and, later, callbacks
+fire) on time even for promises nobody looks at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from troth import rules
+from troth.clock import Clock, SystemClock
+from troth.engine.cursor import Cursors
+from troth.engine.waiters import Waiters
+from troth.errors import (
+    AlreadyCompleted,
+    AlreadyExists,
+    NotFound,
+    TrothError,
+    ValidationError,
+)
+from troth.model import COMPLETIONS, EMPTY, MAX_TIMEOUT, Promise, SearchPage, State, Value
+from troth.store.base import SWEEP_BATCH, PromiseQuery, Store, Tx
+
+T = TypeVar("T")
+log = logging.getLogger("troth.engine")
+
+SEARCH_STATES = ("pending", "resolved", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits (API.md 0); configurable, these are the defaults."""
+
+    max_id_bytes: int = 1024
+    max_tags: int = 64
+    max_wait_ms: int = 5 * 60 * 1000
+    max_search_limit: int = 1000
+    #: The sweeper never sleeps longer than this, so a clock jump is noticed eventually.
+    max_sweep_sleep_s: float = 5.0
+
+
+def _field_error(message: str, field: str) -> ValidationError:
+    return ValidationError(f"{message} - at {field}", details=[{"field": field}])
+
+
+class Engine:
+    """Durable promises over a ``Store``; shared by the HTTP server and the embedded SDK."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.limits = limits or Limits()
+        self.waiters = Waiters()
+        self._cursors: Cursors | None = None
+        self._wake = asyncio.Event()
+        self._sleeping_until: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and load the cursor key (creating it on first start)."""
+        await self.store.open()
+
+        def load_key(tx: Tx) -> str:
+            key = tx.get_meta("cursor_key")
+            if key is None:
+                key = secrets.token_hex(32)
+                tx.set_meta("cursor_key", key)
+            return key
+
+        self._cursors = Cursors(bytes.fromhex(await self.store.write(load_key)))
+
+    async def start(self) -> None:
+        """Open, then start background loops (the sweeper)."""
+        await self.open()
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="troth-sweeper"))
+
+    def begin_shutdown(self) -> None:
+        """Wake every long-poll waiter so that connections can drain (SIGTERM)."""
+        self._stopping = True
+        self.waiters.notify_all()
+
+    async def stop(self) -> None:
+        """Stop background loops, then close the store (queued commits finish first)."""
+        self.begin_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.store.close()
+
+    # -- validation ----------------------------------------------------------------------
+
+    def _check_id(self, id: str, field: str = "$.id") -> None:
+        if not id:
+            raise _field_error("id must not be empty", field)
+        if len(id) * 4 > self.limits.max_id_bytes and (
+            len(id.encode()) > self.limits.max_id_bytes
+        ):
+            raise _field_error(f"id is longer than {self.limits.max_id_bytes} bytes", field)
+
+    def _check_create(self, id: str, timeout: int, tags: dict[str, str] | None) -> None:
+        self._check_id(id)
+        if not 0 <= timeout <= MAX_TIMEOUT:
+            raise _field_error("timeout must be an integer from 0 to 2^63-1", "$.timeout")
+        if tags is not None and len(tags) > self.limits.max_tags:
+            raise _field_error(f"at most {self.limits.max_tags} tags are allowed", "$.tags")
+
+    # -- promises ------------------------------------------------------------------------
+
+    async def create_promise(
+        self,
+        id: str,
+        timeout: int,
+        *,
+        param: Value = EMPTY,
+        tags: dict[str, str] | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> tuple[Promise, bool]:
+        """Create a promise (API.md 1.3); return it and whether it was newly created.
+
+        Raises:
+            AlreadyExists: the id exists and the request is not a replay (409).
+        """
+        self._check_create(id, timeout, tags)
+        param = param.normalized()
+        tags = tags or None
+        clock = self.clock
+
+        def op(tx: Tx) -> rules.Decision:
+            now = clock.now()
+            stored = tx.get_promise(id)
+            new = Promise(
+                id=id,
+                state=State.PENDING,
+                timeout=timeout,
+                created_on=now,
+                param=param,
+                idempotency_key_for_create=ikey,
+                tags=tags,
+            )
+            decision = rules.decide_create(stored, new, strict, now)
+            if decision.write is not None:
+                if stored is None:
+                    tx.insert_promise(decision.write)
+                else:
+                    tx.update_promise(decision.write)
+            return decision
+
+        decision = await self.store.write(op)
+        self._after(decision.write)
+        assert decision.promise is not None
+        if not decision.ok:
+            p = decision.promise
+            hint = (
+                "send the same Idempotency-Key to deduplicate"
+                if not strict or p.state is State.PENDING
+                else "in strict mode only a pending promise deduplicates a create"
+            )
+            raise AlreadyExists(
+                f"promise {id!r} already exists ({p.state.value}); {hint}",
+                details=[{"promise": id, "state": p.state.value}],
+            )
+        return decision.promise, decision.status == rules.CREATED
+
+    async def complete_promise(
+        self,
+        id: str,
+        state: State,
+        *,
+        value: Value = EMPTY,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> tuple[Promise, bool]:
+        """Resolve, reject or cancel a promise (API.md 1.3); return it and whether this
+        request completed it.
+
+        Raises:
+            NotFound: no such promise (404).
+            AlreadyCompleted: completed differently or with another key (403).
+        """
+        self._check_id(id, "id")
+        if state not in COMPLETIONS:
+            raise _field_error(
+                "state must be RESOLVED, REJECTED or REJECTED_CANCELED", "$.state"
+            )
+        value = value.normalized()
+        clock = self.clock
+
+        def op(tx: Tx) -> rules.Decision:
+            now = clock.now()
+            decision = rules.decide_complete(tx.get_promise(id), state, value, ikey, strict, now)
+            if decision.write is not None:
+                tx.update_promise(decision.write)
+            return decision
+
+        decision = await self.store.write(op)
+        self._after(decision.write)
+        if decision.status == 404:
+            raise NotFound(f"promise {id!r} not found", code=rules.NOT_FOUND_CODE)
+        assert decision.promise is not None
+        if not decision.ok:
+            p = decision.promise
+            raise AlreadyCompleted(
+                f"promise {id!r} is already {p.state.value}; it cannot become {state.value}"
+                + ("" if strict else " (send the same Idempotency-Key to deduplicate)"),
+                code=decision.code,
+                details=[{"promise": id, "state": p.state.value}],
+            )
+        return decision.promise, decision.status == rules.CREATED
+
+    async def _expire(self, ids: list[str]) -> dict[str, Promise]:
+        """Time out (lazily) the given promises if they are still pending and due."""
+        clock = self.clock
+
+        def op(tx: Tx) -> list[Promise]:
+            now = clock.now()
+            done = []
+            for id in ids:
+                stored = tx.get_promise(id)
+                expired = rules.expire(stored, now) if stored else None
+                if expired is not None:
+                    done.append(expired)
+            if done:
+                tx.update_promises(done)
+            return done
+
+        done = await self.store.write(op)
+        for p in done:
+            self.waiters.notify(p.id)
+        return {p.id: p for p in done}
+
+    async def get_promise(self, id: str) -> Promise:
+        """Read a promise, timing it out first if it is due. Raises ``NotFound``."""
+        self._check_id(id, "id")
+        p = await self.store.read(lambda tx: tx.get_promise(id))
+        if p is None:
+            raise NotFound(f"promise {id!r} not found", code=rules.NOT_FOUND_CODE)
+        if p.state is State.PENDING and self.clock.now() >= p.timeout:
+            expired = await self._expire([id])
+            # Someone may have completed it between our read and the write: read again.
+            p = expired.get(id) or await self.store.read(lambda tx: tx.get_promise(id)) or p
+        return p
+
+    async def wait_promise(self, id: str, wait_ms: int) -> Promise:
+        """Read a promise, waiting up to ``wait_ms`` for it to complete (API.md 1.6).
+
+        Returns as soon as it is completed or timed out, else when the wait elapses
+        (still ``PENDING``). The waiter is registered before the first read, so a
+        completion between the read and the wait is never missed.
+        """
+        if not 0 <= wait_ms <= self.limits.max_wait_ms:
+            raise _field_error(
+                f"wait must be between 0 and {self.limits.max_wait_ms} ms", "wait"
+            )
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_ms / 1000
+        while True:
+            fut = self.waiters.register(id)
+            try:
+                p = await self.get_promise(id)
+                remaining = give_up - loop.time()
+                if p.state is not State.PENDING or remaining <= 0 or self._stopping:
+                    return p
+                until_deadline = max(0.0, (p.timeout - self.clock.now()) / 1000)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fut, min(remaining, until_deadline + 0.001))
+            finally:
+                self.waiters.discard(id, fut)
+
+    async def search_promises(
+        self,
+        *,
+        pattern: str = "*",
+        state: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """Search promises newest first (API.md 1.5); a cursor carries the whole query."""
+        assert self._cursors is not None, "Engine.open() was not called"
+        if cursor:
+            query = self._cursors.decode(cursor)
+        else:
+            if state is not None:
+                state = state.lower()
+                if state not in SEARCH_STATES:
+                    raise _field_error(
+                        "state must be one of pending, resolved, rejected", "state"
+                    )
+            if not 1 <= limit <= self.limits.max_search_limit:
+                raise _field_error(
+                    f"limit must be between 1 and {self.limits.max_search_limit}", "limit"
+                )
+            query = PromiseQuery(pattern or "*", state, dict(tags or {}), limit, None)
+        probe = PromiseQuery(query.pattern, query.state, query.tags, query.limit + 1, query.before)
+        now = self.clock.now()
+        rows = await self.store.read(lambda tx: tx.search_promises(probe, now))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        due = [p.id for _, p in rows if p.state is State.PENDING and now >= p.timeout]
+        if due:
+            expired = await self._expire(due)
+            rows = [(seq, expired.get(p.id, p)) for seq, p in rows]
+        next_cursor = self._cursors.encode(query, rows[-1][0]) if more and rows else None
+        return SearchPage(promises=[p for _, p in rows], cursor=next_cursor)
+
+    # -- timeouts ------------------------------------------------------------------------
+
+    def _after(self, written: Promise | None) -> None:
+        """Post-commit effects of a write: wake waiters, re-arm the sweeper."""
+        if written is None:
+            return
+        if written.state is not State.PENDING:
+            self.waiters.notify(written.id)
+        elif self._sleeping_until is None or written.timeout < self._sleeping_until:
+            self._wake.set()
+
+    async def sweep(self) -> int:
+        """Time out every pending promise that is due now; return how many.
+
+        Works in batches of ``SWEEP_BATCH`` per transaction so that a mass expiry (100,000
+        promises with one deadline) neither holds the writer for long nor builds one huge
+        transaction.
+        """
+        clock = self.clock
+        total = 0
+
+        def op(tx: Tx) -> list[Promise]:
+            now = clock.now()
+            expired = [e for p in tx.due_promises(now, SWEEP_BATCH) if (e := rules.expire(p, now))]
+            tx.update_promises(expired)
+            return expired
+
+        while True:
+            batch = await self.store.write(op)
+            for p in batch:
+                self.waiters.notify(p.id)
+            total += len(batch)
+            if len(batch) < SWEEP_BATCH:
+                return total
+
+    async def _sweeper(self) -> None:
+        backoff = 0.1
+        while True:
+            self._wake.clear()
+            try:
+                await self.sweep()
+                nxt = await self.store.read(lambda tx: tx.next_deadline())
+                backoff = 0.1
+            except TrothError as exc:
+                log.warning("sweeper: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.limits.max_sweep_sleep_s)
+                continue
+            except Exception:
+                log.exception("sweeper failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self._sleeping_until = nxt
+            delay = self.limits.max_sweep_sleep_s
+            if nxt is not None:
+                delay = min(delay, max(0.0, (nxt - self.clock.now()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._sleeping_until = None
+
+    # -- helpers for other front ends ----------------------------------------------------
+
+    async def run_write(self, op: Callable[[Tx], T]) -> T:
+        """Run an arbitrary operation in a write transaction (tools and tests)."""
+        return await self.store.write(op)

@@ -1,0 +1,207 @@
+"""The HTTP front end: decode, call the engine, encode. No rules live here.
+
+Every error leaves through ``_error_response`` as the JSON body of API.md 0, whether it came
+from the engine (``TrothError``), from routing (unknown path, wrong method) or from a bug
+(500, logged with its traceback, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from troth.engine import Engine
+from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError, ValidationError
+from troth.model import EMPTY
+from troth.server import wire
+from troth.server.openapi import openapi_document
+
+log = logging.getLogger("troth.server")
+
+JSON: Final = "application/json"
+DEFAULT_MAX_BODY: Final = 10 * 1024 * 1024
+_encode = msgspec.json.encode
+_PING: Final = b'{"status":"ok"}'
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(_encode(content), status_code=status, media_type=JSON)
+
+
+def _error_response(code: int, message: str, details: list[Any] | None = None) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return Response(_encode(body), status_code=code // 100, media_type=JSON)
+
+
+class Api:
+    """Route handlers bound to one engine."""
+
+    def __init__(self, engine: Engine, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.engine = engine
+        self.max_body = max_body
+
+    async def body(self, request: Request) -> bytes:
+        """Read the body, refusing (413) more than ``max_body`` bytes without buffering it."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- operational ---------------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        return Response(_PING, media_type=JSON)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(_PING, media_type=JSON)
+
+    async def readyz(self, request: Request) -> Response:
+        await self.engine.store.check()
+        return _json({"status": "ready"})
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi_document())
+
+    # -- promises ------------------------------------------------------------------------
+
+    async def create_promise(self, request: Request) -> Response:
+        req = wire.decode_create(await self.body(request))
+        headers = request.headers
+        promise, created = await self.engine.create_promise(
+            req.id,
+            req.timeout,
+            param=req.param or EMPTY,
+            tags=req.tags,
+            ikey=headers.get("idempotency-key"),
+            strict=wire.parse_strict(headers.get("strict")),
+        )
+        return Response(_encode(promise), status_code=201 if created else 200, media_type=JSON)
+
+    async def complete_promise(self, request: Request) -> Response:
+        state, value = wire.decode_complete(await self.body(request))
+        headers = request.headers
+        promise, created = await self.engine.complete_promise(
+            request.path_params["id"],
+            state,
+            value=value or EMPTY,
+            ikey=headers.get("idempotency-key"),
+            strict=wire.parse_strict(headers.get("strict")),
+        )
+        return Response(_encode(promise), status_code=201 if created else 200, media_type=JSON)
+
+    async def get_promise(self, request: Request) -> Response:
+        id = request.path_params["id"]
+        wait = request.query_params.get("wait")
+        if wait is None:
+            promise = await self.engine.get_promise(id)
+        else:
+            promise = await self.engine.wait_promise(id, wire.parse_duration_ms(wait))
+        return Response(_encode(promise), media_type=JSON)
+
+    async def search_promises(self, request: Request) -> Response:
+        params = request.query_params
+        tags: dict[str, str] = {}
+        for key, value in params.multi_items():
+            if key.startswith("tags[") and key.endswith("]") and len(key) > 6:
+                tags[key[5:-1]] = value
+            elif key.startswith("tags"):
+                raise ValidationError(
+                    f"tag filters are written tags[key]=value, got {key!r} - at {key}",
+                    details=[{"field": key}],
+                )
+        limit = params.get("limit")
+        page = await self.engine.search_promises(
+            pattern=params.get("id") or "*",
+            state=params.get("state") or None,
+            tags=tags,
+            limit=wire.parse_int(limit, "limit") if limit else 100,
+            cursor=params.get("cursor") or None,
+        )
+        return _json({"promises": page.promises, "cursor": page.cursor})
+
+
+# -- error mapping -----------------------------------------------------------------------
+
+
+async def _troth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TrothError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
+    return _error_response(exc.code, exc.message, exc.details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.url.path!r}; see GET /openapi.json for the API"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path!r}"
+    else:
+        message = str(exc.detail)
+    return _error_response(exc.status_code * 100, message)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error_response(50000, "internal server error; the request may not have been applied")
+
+
+def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, manage: bool = True) -> Starlette:
+    """Build the ASGI app over ``engine``.
+
+    Args:
+        manage: start the engine (and its sweeper) in the app's lifespan and stop it at
+            shutdown. In-process tests that run the engine themselves pass ``False``.
+    """
+    api = Api(engine, max_body)
+    routes = [
+        Route("/ping", api.ping, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/promises", api.create_promise, methods=["POST"]),
+        Route("/promises", api.search_promises, methods=["GET"]),
+        Route("/promises/{id:path}", api.get_promise, methods=["GET"]),
+        Route("/promises/{id:path}", api.complete_promise, methods=["PATCH"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage:
+            await engine.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await engine.stop()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            TrothError: _troth_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.engine = engine
+    return app
+
+
+__all__ = ["StoreUnavailable", "create_app"]

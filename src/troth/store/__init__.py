@@ -1,0 +1,28 @@
+"""Storage backends, chosen by URL and imported lazily."""
+
+from __future__ import annotations
+
+from troth.errors import ValidationError
+from troth.store.base import PromiseQuery, Store, Tx
+
+__all__ = ["PromiseQuery", "Store", "Tx", "create_store"]
+
+
+def create_store(url: str) -> Store:
+    """Build (but do not open) the store for ``url``.
+
+    ``memory://`` keeps everything in process memory; ``sqlite:///path.db`` (relative) or
+    ``sqlite:////abs/path.db`` a SQLite file, created on first use.
+    """
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from troth.store.memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from troth.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    raise ValidationError(
+        f"unsupported store URL {url!r}: use memory:// or sqlite:///path.db"
+    )
