@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from troth.clock import FakeClock
+from troth.engine import Engine
+from troth.server import create_app
+from troth.store.memory import MemoryStore
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def engine(clock: FakeClock) -> AsyncIterator[Engine]:
+    """An opened engine on a MemoryStore with a fake clock (no background sweeper)."""
+    eng = Engine(MemoryStore(), clock)
+    await eng.open()
+    yield eng
+    await eng.stop()
+
+
+@pytest.fixture
+async def http(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to the app in-process (ASGITransport, no sockets)."""
+    app = create_app(engine, manage=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://troth") as client:
+        yield client
