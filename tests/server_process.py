@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,6 +29,7 @@ class ServerProcess:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    _log: Any = None
 
     @property
     def url(self) -> str:
@@ -36,11 +38,21 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ)
         env.pop("TROTH_STORE", None)
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log: Any = subprocess.DEVNULL
+        if self.log_path:
+            log = self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in close_log)
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "troth", "serve",
-                "--host", "127.0.0.1", "--port", str(self.port), "--store", self.store,
+                sys.executable,
+                "-m",
+                "troth",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--store",
+                self.store,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -61,13 +73,21 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self.close_log()
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for a graceful exit; returns the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self.close_log()
+        return code
 
 
 @contextlib.contextmanager

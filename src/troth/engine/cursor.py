@@ -52,7 +52,9 @@ class Cursors:
             body_text, sig_text = cursor.split(".", 1)
             body, sig = _unb64(body_text), _unb64(sig_text)
         except ValueError:
-            raise ValidationError("invalid cursor - at cursor", details=[{"field": "cursor"}])
+            raise ValidationError(
+                "invalid cursor - at cursor", details=[{"field": "cursor"}]
+            ) from None
         if not hmac.compare_digest(sig, self._sign(body)):
             raise ValidationError(
                 "cursor signature does not match (edited, or from another server) - at cursor",

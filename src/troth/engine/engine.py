@@ -117,9 +117,7 @@ class Engine:
     def _check_id(self, id: str, field: str = "$.id") -> None:
         if not id:
             raise _field_error("id must not be empty", field)
-        if len(id) * 4 > self.limits.max_id_bytes and (
-            len(id.encode()) > self.limits.max_id_bytes
-        ):
+        if len(id) * 4 > self.limits.max_id_bytes and (len(id.encode()) > self.limits.max_id_bytes):
             raise _field_error(f"id is longer than {self.limits.max_id_bytes} bytes", field)
 
     def _check_create(self, id: str, timeout: int, tags: dict[str, str] | None) -> None:
@@ -205,9 +203,7 @@ class Engine:
         """
         self._check_id(id, "id")
         if state not in COMPLETIONS:
-            raise _field_error(
-                "state must be RESOLVED, REJECTED or REJECTED_CANCELED", "$.state"
-            )
+            raise _field_error("state must be RESOLVED, REJECTED or REJECTED_CANCELED", "$.state")
         value = value.normalized()
         clock = self.clock
 
@@ -274,9 +270,7 @@ class Engine:
         completion between the read and the wait is never missed.
         """
         if not 0 <= wait_ms <= self.limits.max_wait_ms:
-            raise _field_error(
-                f"wait must be between 0 and {self.limits.max_wait_ms} ms", "wait"
-            )
+            raise _field_error(f"wait must be between 0 and {self.limits.max_wait_ms} ms", "wait")
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_ms / 1000
         while True:
@@ -309,9 +303,7 @@ class Engine:
             if state is not None:
                 state = state.lower()
                 if state not in SEARCH_STATES:
-                    raise _field_error(
-                        "state must be one of pending, resolved, rejected", "state"
-                    )
+                    raise _field_error("state must be one of pending, resolved, rejected", "state")
             if not 1 <= limit <= self.limits.max_search_limit:
                 raise _field_error(
                     f"limit must be between 1 and {self.limits.max_search_limit}", "limit"

@@ -162,7 +162,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error_response(50000, "internal server error; the request may not have been applied")
 
 
-def create_app(engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, manage: bool = True) -> Starlette:
+def create_app(
+    engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, manage: bool = True
+) -> Starlette:
     """Build the ASGI app over ``engine``.
 
     Args:

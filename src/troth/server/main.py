@@ -37,7 +37,9 @@ def serve(
     access_log: bool = False,
 ) -> None:
     """Serve the API until SIGTERM/SIGINT."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     engine = Engine(create_store(store_url))
     app = create_app(engine)
     config = uvicorn.Config(

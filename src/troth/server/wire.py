@@ -8,12 +8,14 @@ reported with the path of the offending field (``Expected `int`, got `str` - at
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
 from troth.errors import ValidationError
 from troth.model import MAX_TIMEOUT, State, Value
+
+D = TypeVar("D")
 
 Timeout = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIMEOUT)]
 
@@ -43,7 +45,7 @@ _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
-def decode_json(decoder: msgspec.json.Decoder[object], body: bytes) -> object:
+def decode_json(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
     """Decode a body, turning msgspec's errors into 400s that keep its path."""
     if not body:
         raise ValidationError("request body is empty; expected a JSON object")
@@ -56,14 +58,11 @@ def decode_json(decoder: msgspec.json.Decoder[object], body: bytes) -> object:
 
 
 def decode_create(body: bytes) -> CreatePromise:
-    result = decode_json(_create_decoder, body)
-    assert isinstance(result, CreatePromise)
-    return result
+    return decode_json(_create_decoder, body)
 
 
 def decode_complete(body: bytes) -> tuple[State, Value | None]:
     result = decode_json(_complete_decoder, body)
-    assert isinstance(result, CompletePromise)
     state = _COMPLETE_STATES.get(result.state.upper())
     if state is None:
         raise ValidationError(

@@ -23,6 +23,4 @@ def create_store(url: str) -> Store:
         from troth.store.sqlite import SqliteStore
 
         return SqliteStore(url)
-    raise ValidationError(
-        f"unsupported store URL {url!r}: use memory:// or sqlite:///path.db"
-    )
+    raise ValidationError(f"unsupported store URL {url!r}: use memory:// or sqlite:///path.db")

@@ -93,4 +93,3 @@ class Store(Protocol):
     async def check(self) -> None:
         """Raise ``StoreUnavailable`` unless storage answers (used by ``/readyz``)."""
         ...
-

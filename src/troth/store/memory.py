@@ -41,7 +41,7 @@ def state_matches(promise: Promise, state: str | None, now: int) -> bool:
 class MemoryTx:
     def __init__(self, store: MemoryStore) -> None:
         self._s = store
-        self.undo: list[Callable[[], None]] = []
+        self.undo: list[Callable[[], object]] = []
 
     def get_promise(self, id: str) -> Promise | None:
         entry = self._s.promises.get(id)
@@ -82,9 +82,7 @@ class MemoryTx:
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:
         due = [
-            p
-            for _, p in self._s.promises.values()
-            if p.state is State.PENDING and p.timeout <= now
+            p for _, p in self._s.promises.values() if p.state is State.PENDING and p.timeout <= now
         ]
         due.sort(key=lambda p: p.timeout)
         return due[:limit]
@@ -100,9 +98,7 @@ class MemoryTx:
         s = self._s
         old = s.meta.get(key)
         s.meta[key] = value
-        self.undo.append(
-            lambda: s.meta.pop(key) if old is None else s.meta.__setitem__(key, old)
-        )
+        self.undo.append(lambda: s.meta.pop(key) if old is None else s.meta.__setitem__(key, old))
 
 
 class MemoryStore:

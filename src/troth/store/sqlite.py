@@ -15,6 +15,7 @@ grows with concurrency instead of being capped at one fsync per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.resources
 import logging
 import queue
@@ -328,12 +329,9 @@ class SqliteStore:
             conn = self._connect(readonly=False)
             self._migrate(conn)
         except BaseException as exc:
-            err = exc
-            loop.call_soon_threadsafe(
-                lambda: ready.done() or ready.set_exception(_wrap_open_error(err, self.path))
-            )
+            loop.call_soon_threadsafe(_settle, ready, _wrap_open_error(exc, self.path))
             return
-        loop.call_soon_threadsafe(lambda: ready.done() or ready.set_result(None))
+        loop.call_soon_threadsafe(_settle, ready, None)
         tx = SqliteTx(conn)
         stop = False
         while not stop:
@@ -384,10 +382,9 @@ class SqliteStore:
         for (_op, loop, _fut), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append(outcome)
         for loop, items in by_loop.items():
-            try:
+            # RuntimeError: that event loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # that event loop is closed: nobody is waiting any more
-                pass
 
     # -- the public interface ------------------------------------------------------------
 
@@ -428,6 +425,15 @@ def _deliver(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 def _wrap_open_error(exc: BaseException, path: str) -> BaseException:
