@@ -270,7 +270,9 @@ def _data(text: str | None, json_text: str | None, name: str) -> bytes | None:
         try:
             json.loads(json_text)
         except ValueError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint=f"--{name}-json") from None
+            raise click.BadParameter(
+                f"not valid JSON: {exc}", param_hint=f"--{name}-json"
+            ) from None
         return json_text.encode()
     return text.encode() if text is not None else None
 
@@ -411,10 +413,12 @@ def create(
     Exactly one of --timeout and --timeout-at is required. Creating an existing id with
     the same --ikey returns the stored promise; otherwise it fails with error 40900.
     """
-    if (timeout is None) == (timeout_at is None):
+    if timeout_at is not None and timeout is None:
+        deadline = timeout_at
+    elif timeout is not None and timeout_at is None:
+        deadline = min(time.time_ns() // 1_000_000 + timeout, MAX_TIMEOUT)
+    else:
         raise click.UsageError("give exactly one of --timeout and --timeout-at")
-    deadline = timeout_at if timeout_at is not None else time.time_ns() // 1_000_000 + timeout
-    deadline = min(deadline, MAX_TIMEOUT)
     settings = _settings(ctx)
     with _client(settings) as client:
         p = client.create_promise(

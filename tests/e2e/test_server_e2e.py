@@ -107,12 +107,13 @@ async def test_kill_9_under_write_load_loses_no_acknowledged_write(db: Path) -> 
         stop.set()
         await load
     assert len(acked_creates) > 100
-    with running_server(sqlite_url(db)) as server, httpx.Client(base_url=server.url) as c:
-        for id in acked_creates:
-            r = c.get(f"/promises/{id}")
-            assert r.status_code == 200, id
-            if id in acked_resolves:
-                assert r.json()["state"] == "RESOLVED", id
+    with running_server(sqlite_url(db)) as server:
+        async with httpx.AsyncClient(base_url=server.url, limits=limits(16)) as c:
+            stored = await asyncio.gather(*(c.get(f"/promises/{id}") for id in acked_creates))
+    for r in stored:
+        assert r.status_code == 200, r.text
+        if r.json()["id"] in acked_resolves:
+            assert r.json()["state"] == "RESOLVED", r.text
     rows = sqlite3.connect(db).execute("SELECT count(*) FROM promises").fetchone()[0]
     assert rows >= len(acked_creates)
 
