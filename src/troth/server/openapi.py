@@ -228,9 +228,8 @@ def _operation(
 
 
 _IDEMPOTENCY: Final = (
-    "`Idempotency-Key` makes the request safely retryable: keys match only when both the "
-    "stored and the given key are present and equal (two absent keys never match). "
-    "`Strict: true` additionally requires"
+    "Idempotency keys match only when both the stored and the given `Idempotency-Key` are "
+    "present and equal (two absent keys never match)."
 )
 
 
@@ -293,7 +292,7 @@ def _paths() -> dict[str, Any]:
                 "if it is due), the request is deduplicated → **200** with the stored "
                 "promise, in whatever state it now is, when the idempotency keys match "
                 "and, under `Strict: true`, the stored promise is still pending; anything "
-                f"else → **409**. {_IDEMPOTENCY} the promise to be pending. Only the key is "
+                f"else → **409**. {_IDEMPOTENCY} Only the key is "
                 "compared: param, timeout and tags of a replay are not.",
                 {201: "Created.", 200: "Deduplicated: the stored promise."},
                 (400, 409, 413, 500, 503),
@@ -333,7 +332,7 @@ def _paths() -> dict[str, Any]:
                 "the idempotency keys match and, under `Strict: true`, the stored state "
                 "is the one asked for; also 200 with the timed-out promise when it timed "
                 f"out and the request is not strict. Anything else → **403**. {_IDEMPOTENCY}"
-                " the stored state to equal the requested one. A promise that reached "
+                " A promise that reached "
                 "its deadline is timed out first; completing a timer after its deadline "
                 "is always 403.",
                 {201: "Completed.", 200: "Deduplicated: the stored promise."},
