@@ -174,8 +174,8 @@ def render_page(promises: Iterable[Promise], cursor: str | None) -> Table:
     table = Table(title=None, show_lines=False, expand=False)
     table.add_column("id", overflow="fold")
     table.add_column("state")
-    table.add_column("timeout")
-    table.add_column("createdOn")
+    table.add_column("timeout", overflow="fold")
+    table.add_column("createdOn", overflow="fold")
     table.add_column("tags", overflow="fold")
     table.add_column("value", overflow="fold")
     count = 0
@@ -227,9 +227,11 @@ def _client_command(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _settings(ctx: click.Context) -> _Settings:
+def _settings(ctx: click.Context, as_json: bool = False) -> _Settings:
     settings = ctx.find_object(_Settings)
     assert settings is not None, "promises group did not run"
+    if as_json:
+        settings.json = True
     return settings
 
 
@@ -277,6 +279,12 @@ def _data(text: str | None, json_text: str | None, name: str) -> bytes | None:
     return text.encode() if text is not None else None
 
 
+_json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the server's JSON instead of a table (same as the group's --json).",
+)
 _ikey_option = click.option(
     "--ikey", "ikey", metavar="KEY", help="Idempotency key (header Idempotency-Key)."
 )
@@ -395,6 +403,7 @@ def promises(
 @click.option("--tag", "tags", type=KEY_VALUE, multiple=True, help="Tag key=value (repeatable).")
 @_ikey_option
 @_strict_option
+@_json_option
 @click.pass_context
 @_client_command
 def create(
@@ -407,6 +416,7 @@ def create(
     tags: tuple[tuple[str, str], ...],
     ikey: str | None,
     strict: bool,
+    as_json: bool,
 ) -> None:
     """Create promise ID, pending until completed or until its deadline.
 
@@ -419,7 +429,7 @@ def create(
         deadline = min(time.time_ns() // 1_000_000 + timeout, MAX_TIMEOUT)
     else:
         raise click.UsageError("give exactly one of --timeout and --timeout-at")
-    settings = _settings(ctx)
+    settings = _settings(ctx, as_json)
     with _client(settings) as client:
         p = client.create_promise(
             id,
@@ -434,11 +444,12 @@ def create(
 
 @promises.command()
 @click.argument("id")
+@_json_option
 @click.pass_context
 @_client_command
-def get(ctx: click.Context, id: str) -> None:
+def get(ctx: click.Context, id: str, as_json: bool) -> None:
     """Show promise ID."""
-    settings = _settings(ctx)
+    settings = _settings(ctx, as_json)
     with _client(settings) as client:
         p = client.get_promise(id)
     _show(settings, p)
@@ -467,6 +478,7 @@ def get(ctx: click.Context, id: str) -> None:
 )
 @click.option("--cursor", help="Continue from the cursor printed with the previous page.")
 @click.option("--all", "all_pages", is_flag=True, help="Follow cursors and show every page.")
+@_json_option
 @click.pass_context
 @_client_command
 def search(
@@ -477,9 +489,10 @@ def search(
     limit: int,
     cursor: str | None,
     all_pages: bool,
+    as_json: bool,
 ) -> None:
     """Search promises whose id matches PATTERN (`*` matches anything), newest first."""
-    settings = _settings(ctx)
+    settings = _settings(ctx, as_json)
     tag_map = dict(tags) or None
     with _client(settings) as client:
         if all_pages:
@@ -509,6 +522,7 @@ def _complete_command(name: str, target: State, summary: str) -> None:
     @_value_option("value", "Value")
     @_ikey_option
     @_strict_option
+    @_json_option
     @click.pass_context
     @_client_command
     def command(
@@ -518,8 +532,9 @@ def _complete_command(name: str, target: State, summary: str) -> None:
         value_json: str | None,
         ikey: str | None,
         strict: bool,
+        as_json: bool,
     ) -> None:
-        settings = _settings(ctx)
+        settings = _settings(ctx, as_json)
         data = _data(value_text, value_json, "value")
         with _client(settings) as client:
             complete = {
@@ -561,14 +576,15 @@ _complete_command(
     show_default=True,
     help="How long to wait: 1500 (ms), 250ms, 30s, 5m, 1h.",
 )
+@_json_option
 @click.pass_context
 @_client_command
-def wait(ctx: click.Context, id: str, wait: int) -> None:
+def wait(ctx: click.Context, id: str, wait: int, as_json: bool) -> None:
     """Wait until promise ID is completed (or times out), then show it.
 
     If the wait elapses first the promise is shown still PENDING (exit code 0).
     """
-    settings = _settings(ctx)
+    settings = _settings(ctx, as_json)
     with _client(settings) as client:
         p = client.wait_promise(id, wait / 1000)
     _show(settings, p)

@@ -21,6 +21,7 @@ of the server's error code (``AlreadyExists`` for 409, ``AlreadyCompleted`` for 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -47,6 +48,8 @@ __all__ = [
 DEFAULT_URL: Final = "http://127.0.0.1:8001"
 #: The longest wait the server accepts in one request (API.md 1.6); longer waits are chunked.
 MAX_WAIT_SECONDS: Final = 300.0
+#: Pause between polls when a server answers a wait early with the promise still pending.
+POLL_PAUSE_SECONDS: Final = 0.25
 
 ParamLike = Value | bytes | str | None
 _T = TypeVar("_T")
@@ -199,6 +202,33 @@ def _search_call(
 
 
 _PING: Final = _Call("GET", "/ping")
+
+
+class _WaitLoop:
+    """Long-poll ``GET /promises/{id}?wait=`` until completed or ``wait`` seconds passed.
+
+    Waits longer than the server's maximum are sent in chunks. A server that answers a
+    pending promise early (one that ignores ``wait``, or one shutting down) is polled with
+    a short pause rather than in a tight loop.
+    """
+
+    def __init__(self, wait: float) -> None:
+        self.deadline = time.monotonic() + wait
+        self.sent = 0.0
+
+    def next_call(self, id: str) -> _Call:
+        self.sent = time.monotonic()
+        return _wait_call(id, self.deadline - self.sent)
+
+    def pause_after(self, p: Promise) -> float | None:
+        """``None`` when done, else the seconds to pause before the next request."""
+        now = time.monotonic()
+        if p.state is not State.PENDING or now >= self.deadline:
+            return None
+        asked = min(self.deadline - self.sent, MAX_WAIT_SECONDS)
+        if now - self.sent < asked - 0.05:
+            return min(POLL_PAUSE_SECONDS, self.deadline - now)
+        return 0.0
 
 
 # -- decoding ----------------------------------------------------------------------------
@@ -356,11 +386,13 @@ class Client(_Base):
 
     def wait_promise(self, id: str, wait: float) -> Promise:
         """Read a promise once it is completed, or after ``wait`` seconds if still pending."""
-        deadline = time.monotonic() + wait
+        loop = _WaitLoop(wait)
         while True:
-            p = _decode_promise(self._send(_wait_call(id, deadline - time.monotonic())))
-            if p.state is not State.PENDING or time.monotonic() >= deadline:
+            p = _decode_promise(self._send(loop.next_call(id)))
+            pause = loop.pause_after(p)
+            if pause is None:
                 return p
+            time.sleep(pause)
 
     def resolve_promise(
         self,
@@ -505,11 +537,13 @@ class AsyncClient(_Base):
 
     async def wait_promise(self, id: str, wait: float) -> Promise:
         """See ``Client.wait_promise``."""
-        deadline = time.monotonic() + wait
+        loop = _WaitLoop(wait)
         while True:
-            p = _decode_promise(await self._send(_wait_call(id, deadline - time.monotonic())))
-            if p.state is not State.PENDING or time.monotonic() >= deadline:
+            p = _decode_promise(await self._send(loop.next_call(id)))
+            pause = loop.pause_after(p)
+            if pause is None:
                 return p
+            await asyncio.sleep(pause)
 
     async def resolve_promise(
         self,
