@@ -57,6 +57,16 @@ def _field_error(message: str, field: str) -> ValidationError:
     return ValidationError(f"{message} - at {field}", details=[{"field": field}])
 
 
+def _check_strings(pairs: dict[str, str], field: str) -> None:
+    """Refuse strings that cannot be stored as UTF-8 (embedded callers can pass them)."""
+    try:
+        for k, v in pairs.items():
+            k.encode()
+            v.encode()
+    except (UnicodeEncodeError, AttributeError):
+        raise _field_error("keys and values must be valid Unicode strings", field) from None
+
+
 class Engine:
     """Durable promises over a ``Store``; shared by the HTTP server and the embedded SDK."""
 
@@ -117,15 +127,25 @@ class Engine:
     def _check_id(self, id: str, field: str = "$.id") -> None:
         if not id:
             raise _field_error("id must not be empty", field)
-        if len(id) * 4 > self.limits.max_id_bytes and (len(id.encode()) > self.limits.max_id_bytes):
+        try:
+            size = len(id.encode())
+        except UnicodeEncodeError:
+            raise _field_error("id is not valid Unicode (lone surrogate)", field) from None
+        if size > self.limits.max_id_bytes:
             raise _field_error(f"id is longer than {self.limits.max_id_bytes} bytes", field)
 
     def _check_create(self, id: str, timeout: int, tags: dict[str, str] | None) -> None:
         self._check_id(id)
         if not 0 <= timeout <= MAX_TIMEOUT:
             raise _field_error("timeout must be an integer from 0 to 2^63-1", "$.timeout")
-        if tags is not None and len(tags) > self.limits.max_tags:
-            raise _field_error(f"at most {self.limits.max_tags} tags are allowed", "$.tags")
+        if tags is not None:
+            if len(tags) > self.limits.max_tags:
+                raise _field_error(f"at most {self.limits.max_tags} tags are allowed", "$.tags")
+            _check_strings(tags, "$.tags")
+
+    def _check_value(self, value: Value, field: str) -> None:
+        if value.headers:
+            _check_strings(value.headers, f"{field}.headers")
 
     # -- promises ------------------------------------------------------------------------
 
@@ -145,6 +165,7 @@ class Engine:
             AlreadyExists: the id exists and the request is not a replay (409).
         """
         self._check_create(id, timeout, tags)
+        self._check_value(param, "$.param")
         param = param.normalized()
         tags = tags or None
         clock = self.clock
@@ -204,6 +225,7 @@ class Engine:
         self._check_id(id, "id")
         if state not in COMPLETIONS:
             raise _field_error("state must be RESOLVED, REJECTED or REJECTED_CANCELED", "$.state")
+        self._check_value(value, "$.value")
         value = value.normalized()
         clock = self.clock
 
