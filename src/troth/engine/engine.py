@@ -82,7 +82,11 @@ class Engine:
         self.waiters = Waiters()
         self._cursors: Cursors | None = None
         self._wake = asyncio.Event()
-        self._sleeping_until: int | None = None
+        # Sweeper scheduling (see ``_after``): the deadline it sleeps toward, whether it is
+        # awake, and the earliest deadline created while it was awake.
+        self._armed_until: int | None = None
+        self._sweeper_awake = False
+        self._seen_while_awake: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -172,7 +176,6 @@ class Engine:
 
         def op(tx: Tx) -> rules.Decision:
             now = clock.now()
-            stored = tx.get_promise(id)
             new = Promise(
                 id=id,
                 state=State.PENDING,
@@ -182,12 +185,15 @@ class Engine:
                 idempotency_key_for_create=ikey,
                 tags=tags,
             )
-            decision = rules.decide_create(stored, new, strict, now)
+            # Optimistic: most creates are of new ids, so try the insert the rules would
+            # make for an absent id, and only read the stored promise when it exists.
+            fresh = rules.decide_create(None, new, strict, now)
+            assert fresh.write is not None
+            if tx.try_insert_promise(fresh.write):
+                return fresh
+            decision = rules.decide_create(tx.get_promise(id), new, strict, now)
             if decision.write is not None:
-                if stored is None:
-                    tx.insert_promise(decision.write)
-                else:
-                    tx.update_promise(decision.write)
+                tx.update_promise(decision.write)
             return decision
 
         decision = await self.store.write(op)
@@ -346,12 +352,23 @@ class Engine:
     # -- timeouts ------------------------------------------------------------------------
 
     def _after(self, written: Promise | None) -> None:
-        """Post-commit effects of a write: wake waiters, re-arm the sweeper."""
+        """Post-commit effects of a write: wake waiters, re-arm the sweeper if needed.
+
+        The sweeper is woken only by a deadline earlier than the one it sleeps toward; while
+        it is awake, new deadlines are collected in ``_seen_while_awake`` and taken into
+        account when it goes back to sleep. Creates under load therefore cost the sweeper
+        nothing (an earlier version woke it for every create and made it spin).
+        """
         if written is None:
             return
         if written.state is not State.PENDING:
             self.waiters.notify(written.id)
-        elif self._sleeping_until is None or written.timeout < self._sleeping_until:
+        elif self._sweeper_awake:
+            seen = self._seen_while_awake
+            if seen is None or written.timeout < seen:
+                self._seen_while_awake = written.timeout
+        elif self._armed_until is None or written.timeout < self._armed_until:
+            self._armed_until = written.timeout
             self._wake.set()
 
     async def sweep(self) -> int:
@@ -378,30 +395,43 @@ class Engine:
             if len(batch) < SWEEP_BATCH:
                 return total
 
+    def _seen_deadline(self) -> int | None:
+        # A method, not an inline read: the attribute changes across awaits (in ``_after``).
+        return self._seen_while_awake
+
+    @staticmethod
+    def _earliest(a: int | None, b: int | None) -> int | None:
+        return b if a is None else a if b is None else min(a, b)
+
     async def _sweeper(self) -> None:
         backoff = 0.1
         while True:
             self._wake.clear()
+            self._sweeper_awake = True
+            self._seen_while_awake = None
             try:
                 await self.sweep()
                 nxt = await self.store.read(lambda tx: tx.next_deadline())
                 backoff = 0.1
             except TrothError as exc:
                 log.warning("sweeper: %s; retrying in %.1fs", exc, backoff)
+                self._sweeper_awake = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.limits.max_sweep_sleep_s)
                 continue
             except Exception:
                 log.exception("sweeper failed; retrying")
+                self._sweeper_awake = False
                 await asyncio.sleep(1.0)
                 continue
-            self._sleeping_until = nxt
+            nxt = self._earliest(nxt, self._seen_deadline())
+            self._armed_until = nxt
+            self._sweeper_awake = False
             delay = self.limits.max_sweep_sleep_s
             if nxt is not None:
                 delay = min(delay, max(0.0, (nxt - self.clock.now()) / 1000))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            self._sleeping_until = None
 
     # -- helpers for other front ends ----------------------------------------------------
 

@@ -46,6 +46,10 @@ class Tx(Protocol):
 
     def insert_promise(self, promise: Promise) -> None: ...
 
+    def try_insert_promise(self, promise: Promise) -> bool:
+        """Insert unless the id exists; return whether it was inserted."""
+        ...
+
     def update_promise(self, promise: Promise) -> None:
         """Store the new state, value, completion key and completion time of a promise."""
         ...

@@ -55,6 +55,12 @@ class MemoryTx:
         s.promises[promise.id] = (s.seq, promise)
         self.undo.append(lambda: s.promises.pop(promise.id))
 
+    def try_insert_promise(self, promise: Promise) -> bool:
+        if promise.id in self._s.promises:
+            return False
+        self.insert_promise(promise)
+        return True
+
     def update_promise(self, promise: Promise) -> None:
         s = self._s
         seq, old = s.promises[promise.id]

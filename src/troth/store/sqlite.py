@@ -113,8 +113,14 @@ class SqliteTx:
         return _promise(row) if row else None
 
     def insert_promise(self, p: Promise) -> None:
+        self._insert(_INSERT, p)
+
+    def try_insert_promise(self, p: Promise) -> bool:
+        return self._insert(_INSERT + " ON CONFLICT (id) DO NOTHING", p)
+
+    def _insert(self, sql: str, p: Promise) -> bool:
         cur = self.c.execute(
-            _INSERT,
+            sql,
             (
                 p.id,
                 p.state.value,
@@ -131,12 +137,15 @@ class SqliteTx:
                 p.completed_on,
             ),
         )
+        if cur.rowcount != 1:
+            return False
         if p.tags:
             seq = cur.lastrowid
             self.c.executemany(
                 "INSERT INTO promise_tags (key, value, seq) VALUES (?, ?, ?)",
                 [(k, v, seq) for k, v in p.tags.items()],
             )
+        return True
 
     def _update_args(self, p: Promise) -> tuple[Any, ...]:
         return (
@@ -177,16 +186,21 @@ class SqliteTx:
         sql += " ORDER BY seq DESC LIMIT :limit"
         return [(row[0], _promise(row)) for row in self.c.execute(sql, args)]
 
+    # INDEXED BY: without ANALYZE statistics the planner prefers (state, seq) and scans every
+    # pending row; the partial index on timeout makes both queries O(due) instead.
     def due_promises(self, now: int, limit: int) -> list[Promise]:
         rows = self.c.execute(
-            f"SELECT {_COLUMNS} FROM promises WHERE state = 'PENDING' AND timeout <= ?"
-            " ORDER BY timeout LIMIT ?",
+            f"SELECT {_COLUMNS} FROM promises INDEXED BY promises_pending_by_timeout"
+            " WHERE state = 'PENDING' AND timeout <= ? ORDER BY timeout LIMIT ?",
             (now, limit),
         )
         return [_promise(r) for r in rows]
 
     def next_deadline(self) -> int | None:
-        row = self.c.execute("SELECT min(timeout) FROM promises WHERE state = 'PENDING'").fetchone()
+        row = self.c.execute(
+            "SELECT timeout FROM promises INDEXED BY promises_pending_by_timeout"
+            " WHERE state = 'PENDING' ORDER BY timeout LIMIT 1"
+        ).fetchone()
         return row[0] if row else None
 
     def get_meta(self, key: str) -> str | None:
@@ -211,6 +225,11 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
 
 
 _Item = tuple[Callable[[Tx], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class _OpRaised(Exception):
+    """An operation raised in a batch run without savepoints: re-run it isolated."""
 
 
 class SqliteStore:
@@ -351,24 +370,51 @@ class SqliteStore:
             self._run_batch(conn, tx, batch)
         conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, _loop, fut in batch:
-                conn.execute("SAVEPOINT op")
+    def _apply(
+        self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item], *, isolate: bool
+    ) -> list[_Outcome]:
+        """Run a batch in one transaction and commit it.
+
+        Fast path (``isolate=False``): no savepoints. Engine operations decide before they
+        write and do not raise, so this is the normal case; if one does raise, the whole
+        transaction is rolled back and ``_OpRaised`` tells the caller to re-run the batch with
+        ``isolate=True``, where each operation has its own SAVEPOINT and only the failing
+        one's changes are undone. Nothing was committed or answered before the re-run, and
+        operations are pure functions of the transaction, so running them twice is safe.
+        """
+        outcomes: list[_Outcome] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for op, _loop, fut in batch:
+            if not isolate:
                 try:
-                    result = op(tx)
+                    outcomes.append((fut, True, op(tx)))
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
                     if isinstance(exc, sqlite3.Error) and _is_unavailable(exc):
                         raise
-                    outcomes.append((fut, False, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((fut, True, result))
-            conn.execute("COMMIT")
+                    conn.execute("ROLLBACK")
+                    raise _OpRaised() from None
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(tx)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                if isinstance(exc, sqlite3.Error) and _is_unavailable(exc):
+                    raise
+                outcomes.append((fut, False, exc))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((fut, True, result))
+        conn.execute("COMMIT")
+        return outcomes
+
+    def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item]) -> None:
+        try:
+            try:
+                outcomes = self._apply(conn, tx, batch, isolate=False)
+            except _OpRaised:
+                outcomes = self._apply(conn, tx, batch, isolate=True)
         except sqlite3.Error as exc:
             log.error("write transaction of %d operations failed: %s", len(batch), exc)
             if conn.in_transaction:
@@ -378,7 +424,7 @@ class SqliteStore:
                     log.exception("rollback failed")
             err = _unavailable(exc)
             outcomes = [(fut, False, err) for _op, _loop, fut in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for (_op, loop, _fut), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append(outcome)
         for loop, items in by_loop.items():
