@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 from starlette.applications import Starlette
@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from troth.engine import Engine
 from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError, ValidationError
 from troth.model import EMPTY
 from troth.server import wire
+from troth.server.fastpath import FastPath
 from troth.server.openapi import openapi_document
 
 log = logging.getLogger("troth.server")
@@ -37,9 +39,25 @@ def _json(content: Any, status: int = 200) -> Response:
     return Response(_encode(content), status_code=status, media_type=JSON)
 
 
-def _error_response(code: int, message: str, details: list[Any] | None = None) -> Response:
+def error_body(code: int, message: str, details: list[Any] | None = None) -> tuple[int, bytes]:
+    """The status and JSON body of API.md 0 for an error."""
     body = {"error": {"code": code, "message": message, "details": details or []}}
-    return Response(_encode(body), status_code=code // 100, media_type=JSON)
+    return code // 100, _encode(body)
+
+
+def _error_response(code: int, message: str, details: list[Any] | None = None) -> Response:
+    status, body = error_body(code, message, details)
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def _troth_error_body(exc: TrothError) -> tuple[int, bytes]:
+    if exc.status >= 500:
+        log.warning("request failed with %d: %s", exc.status, exc.message)
+    return error_body(exc.code, exc.message, exc.details)
+
+
+class Headers(Protocol):
+    def get(self, key: str, /) -> str | None: ...
 
 
 class Api:
@@ -80,9 +98,9 @@ class Api:
 
     # -- promises ------------------------------------------------------------------------
 
-    async def create_promise(self, request: Request) -> Response:
-        req = wire.decode_create(await self.body(request))
-        headers = request.headers
+    async def create(self, headers: Headers, body: bytes) -> tuple[int, bytes]:
+        """POST /promises, shared by the Starlette route and the raw-ASGI fast path."""
+        req = wire.decode_create(body)
         promise, created = await self.engine.create_promise(
             req.id,
             req.timeout,
@@ -91,19 +109,29 @@ class Api:
             ikey=headers.get("idempotency-key"),
             strict=wire.parse_strict(headers.get("strict")),
         )
-        return Response(_encode(promise), status_code=201 if created else 200, media_type=JSON)
+        return (201 if created else 200), _encode(promise)
 
-    async def complete_promise(self, request: Request) -> Response:
-        state, value = wire.decode_complete(await self.body(request))
-        headers = request.headers
+    async def complete(self, id: str, headers: Headers, body: bytes) -> tuple[int, bytes]:
+        """PATCH /promises/{id}, shared by the Starlette route and the fast path."""
+        state, value = wire.decode_complete(body)
         promise, created = await self.engine.complete_promise(
-            request.path_params["id"],
+            id,
             state,
             value=value or EMPTY,
             ikey=headers.get("idempotency-key"),
             strict=wire.parse_strict(headers.get("strict")),
         )
-        return Response(_encode(promise), status_code=201 if created else 200, media_type=JSON)
+        return (201 if created else 200), _encode(promise)
+
+    async def create_promise(self, request: Request) -> Response:
+        status, body = await self.create(request.headers, await self.body(request))
+        return Response(body, status_code=status, media_type=JSON)
+
+    async def complete_promise(self, request: Request) -> Response:
+        status, body = await self.complete(
+            request.path_params["id"], request.headers, await self.body(request)
+        )
+        return Response(body, status_code=status, media_type=JSON)
 
     async def get_promise(self, request: Request) -> Response:
         id = request.path_params["id"]
@@ -162,6 +190,24 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error_response(50000, "internal server error; the request may not have been applied")
 
 
+class _App(Starlette):
+    """Starlette with the write fast path (``troth.server.fastpath``) as its outermost layer."""
+
+    def __init__(self, api: Api, **kwargs: Any) -> None:
+        self._api = api
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        api = self._api
+        return FastPath(
+            super().build_middleware_stack(),
+            api.create,
+            api.complete,
+            _troth_error_body,
+            api.max_body,
+        )
+
+
 def create_app(
     engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, manage: bool = True
 ) -> Starlette:
@@ -193,7 +239,8 @@ def create_app(
             if manage:
                 await engine.stop()
 
-    app = Starlette(
+    app = _App(
+        api,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
