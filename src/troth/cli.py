@@ -18,7 +18,6 @@ import base64
 import datetime as dt
 import functools
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -32,14 +31,13 @@ from rich.table import Table
 from rich.text import Text
 
 from troth.client import DEFAULT_URL, Client
+from troth.durations import parse_duration_ms
 from troth.errors import TrothError
 from troth.model import MAX_TIMEOUT, Promise, SearchPage, State, Value
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _STATE_STYLE: Final = {
     State.PENDING: "yellow",
     State.RESOLVED: "green",
@@ -51,22 +49,6 @@ _LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 # -- parameter types ---------------------------------------------------------------------
-
-
-def parse_duration_ms(text: str) -> int:
-    """``1500`` (ms), ``250ms``, ``30s``, ``5m``, ``1h``, ``2d`` or combinations (``1m30s``)."""
-    raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(raw):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_MS[m.group(2)]
-        pos = m.end()
-    if not raw or pos != len(raw):
-        raise ValueError(f"{text!r} is not a duration like 1500 (ms), 250ms, 30s, 5m, 1h, 1m30s")
-    return int(total)
 
 
 class Duration(click.ParamType[int]):

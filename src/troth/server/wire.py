@@ -7,11 +7,11 @@ reported with the path of the offending field (``Expected `int`, got `str` - at
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Final, TypeVar
 
 import msgspec
 
+from troth.durations import parse_duration_ms as parse_duration_ms_text
 from troth.errors import ValidationError
 from troth.model import MAX_TIMEOUT, State, Value
 
@@ -41,8 +41,6 @@ _COMPLETE_STATES: Final = {
     "REJECTED": State.REJECTED,
     "REJECTED_CANCELED": State.REJECTED_CANCELED,
 }
-_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
 def decode_json(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
@@ -87,23 +85,11 @@ def parse_strict(raw: str | None) -> bool:
 
 
 def parse_duration_ms(raw: str, field: str = "wait") -> int:
-    """``30000`` (ms) or Go-style ``30s``, ``1m30s``, ``250ms``, ``1h``."""
-    text = raw.strip()
-    if text.isdigit():
-        return int(text)
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_MS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValidationError(
-            f"{field} must be milliseconds or a duration like 30s, 1m30s, 250ms, got {raw!r}"
-            f" - at {field}",
-            details=[{"field": field}],
-        )
-    return int(total)
+    """``30000`` (ms) or a duration such as ``30s``, ``1m30s``, ``250ms``, ``1h``."""
+    try:
+        return parse_duration_ms_text(raw)
+    except ValueError as exc:
+        raise ValidationError(f"{exc} - at {field}", details=[{"field": field}]) from None
 
 
 def parse_int(raw: str, field: str) -> int:
