@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from troth.model import Promise
+from troth.model import Callback, Lock, Promise, Task, TaskState
 
 T = TypeVar("T")
 
@@ -71,6 +71,72 @@ class Tx(Protocol):
     def get_meta(self, key: str) -> str | None: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- callbacks and subscriptions ----------------------------------------------------
+
+    def insert_callback(self, callback: Callback) -> bool:
+        """Insert unless a callback with this id exists; return whether it was inserted."""
+        ...
+
+    def take_callbacks(self, promise_id: str) -> list[Callback]:
+        """Delete and return every callback of a promise (it has just completed)."""
+        ...
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def get_task(self, id: str) -> Task | None: ...
+
+    def insert_task(self, task: Task) -> bool:
+        """Insert unless a task with this id exists; return whether it was inserted."""
+        ...
+
+    def update_task(self, task: Task) -> None:
+        """Store every mutable field of a task (state, counter, attempt, process, ttl,
+        expires_at, ready_at, completed_on)."""
+        ...
+
+    def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
+        """Tasks whose root is ``root_promise_id`` and whose state is one of ``states``."""
+        ...
+
+    def dispatchable_tasks(self, now: int, limit: int) -> list[Task]:
+        """INIT tasks with ``ready_at <= now`` and ``timeout > now`` whose root promise has no
+        ENQUEUED or CLAIMED task, oldest first (at most one per root promise)."""
+        ...
+
+    def overdue_tasks(self, now: int, limit: int) -> list[Task]:
+        """Tasks to move on: ENQUEUED/CLAIMED with ``expires_at <= now`` (lease or claim time
+        passed), or not COMPLETED/TIMEDOUT with ``timeout <= now``."""
+        ...
+
+    def next_task_time(self) -> int | None:
+        """The earliest of: ``ready_at`` of INIT tasks, ``expires_at`` of ENQUEUED/CLAIMED tasks,
+        ``timeout`` of unfinished tasks."""
+        ...
+
+    def ready_tasks_for(self, recv_key: str, now: int) -> int:
+        """Make INIT tasks addressed to ``recv_key`` (``Recv.key``) ready now (a worker stream
+        of that group connected); return how many."""
+        ...
+
+    def heartbeat_tasks(self, process_id: str, now: int) -> int:
+        """Extend the lease of every CLAIMED task of a process to ``now + ttl``; return how
+        many."""
+        ...
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def get_lock(self, resource_id: str) -> Lock | None: ...
+
+    def put_lock(self, lock: Lock) -> None:
+        """Insert or replace the lock on ``lock.resource_id``."""
+        ...
+
+    def delete_lock(self, resource_id: str) -> None: ...
+
+    def heartbeat_locks(self, process_id: str, now: int) -> int:
+        """Set ``expires_at = now + ttl`` on every lock of a process; return how many."""
+        ...
 
 
 class Store(Protocol):

@@ -10,8 +10,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from troth.errors import StoreUnavailable
-from troth.model import Promise, State
+from troth.model import Callback, Lock, Promise, State, Task, TaskState
 from troth.store.base import PromiseQuery
 
 T = TypeVar("T")
@@ -106,6 +108,132 @@ class MemoryTx:
         s.meta[key] = value
         self.undo.append(lambda: s.meta.pop(key) if old is None else s.meta.__setitem__(key, old))
 
+    # -- callbacks -------------------------------------------------------------------------
+
+    def insert_callback(self, callback: Callback) -> bool:
+        s = self._s
+        if callback.id in s.callbacks:
+            return False
+        s.callbacks[callback.id] = callback
+        self.undo.append(lambda: s.callbacks.pop(callback.id))
+        return True
+
+    def take_callbacks(self, promise_id: str) -> list[Callback]:
+        s = self._s
+        taken = [cb for cb in s.callbacks.values() if cb.promise_id == promise_id]
+        for cb in taken:
+            del s.callbacks[cb.id]
+            self.undo.append(lambda cb=cb: s.callbacks.__setitem__(cb.id, cb))  # type: ignore[misc]
+        return sorted(taken, key=lambda cb: (cb.created_on, cb.id))
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def get_task(self, id: str) -> Task | None:
+        return self._s.tasks.get(id)
+
+    def insert_task(self, task: Task) -> bool:
+        s = self._s
+        if task.id in s.tasks:
+            return False
+        s.tasks[task.id] = task
+        self.undo.append(lambda: s.tasks.pop(task.id))
+        return True
+
+    def update_task(self, task: Task) -> None:
+        s = self._s
+        old = s.tasks[task.id]
+        s.tasks[task.id] = task
+        self.undo.append(lambda: s.tasks.__setitem__(task.id, old))
+
+    def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
+        return [
+            t
+            for t in self._s.tasks.values()
+            if t.root_promise_id == root_promise_id and t.state in states
+        ]
+
+    def dispatchable_tasks(self, now: int, limit: int) -> list[Task]:
+        tasks = self._s.tasks.values()
+        busy = {t.root_promise_id for t in tasks if t.state.active}
+        out: list[Task] = []
+        for t in sorted(tasks, key=lambda t: (t.created_on, t.id)):
+            ready = t.state is TaskState.INIT and t.ready_at <= now < t.timeout
+            if ready and t.root_promise_id not in busy:
+                busy.add(t.root_promise_id)
+                out.append(t)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def overdue_tasks(self, now: int, limit: int) -> list[Task]:
+        out = [
+            t
+            for t in self._s.tasks.values()
+            if (t.state.active and t.expires_at is not None and t.expires_at <= now)
+            or (not t.state.final and t.timeout <= now)
+        ]
+        out.sort(key=lambda t: (t.created_on, t.id))
+        return out[:limit]
+
+    def next_task_time(self) -> int | None:
+        times: list[int] = []
+        for t in self._s.tasks.values():
+            if t.state.final:
+                continue
+            times.append(t.timeout)
+            if t.state is TaskState.INIT:
+                times.append(t.ready_at)
+            elif t.expires_at is not None:
+                times.append(t.expires_at)
+        return min(times) if times else None
+
+    def ready_tasks_for(self, recv_key: str, now: int) -> int:
+        n = 0
+        for t in list(self._s.tasks.values()):
+            if t.state is TaskState.INIT and t.recv.key == recv_key and t.ready_at > now:
+                self.update_task(msgspec.structs.replace(t, ready_at=now))
+                n += 1
+        return n
+
+    def heartbeat_tasks(self, process_id: str, now: int) -> int:
+        n = 0
+        for t in list(self._s.tasks.values()):
+            if t.state is TaskState.CLAIMED and t.process_id == process_id:
+                self.update_task(msgspec.structs.replace(t, expires_at=now + (t.ttl or 0)))
+                n += 1
+        return n
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        return self._s.locks.get(resource_id)
+
+    def put_lock(self, lock: Lock) -> None:
+        s = self._s
+        old = s.locks.get(lock.resource_id)
+        s.locks[lock.resource_id] = lock
+        self.undo.append(
+            lambda: (
+                s.locks.pop(lock.resource_id)
+                if old is None
+                else s.locks.__setitem__(lock.resource_id, old)
+            )
+        )
+
+    def delete_lock(self, resource_id: str) -> None:
+        s = self._s
+        old = s.locks.pop(resource_id, None)
+        if old is not None:
+            self.undo.append(lambda: s.locks.__setitem__(resource_id, old))
+
+    def heartbeat_locks(self, process_id: str, now: int) -> int:
+        n = 0
+        for lock in list(self._s.locks.values()):
+            if lock.process_id == process_id:
+                self.put_lock(msgspec.structs.replace(lock, expires_at=now + lock.ttl))
+                n += 1
+        return n
+
 
 class MemoryStore:
     """Keeps everything in dictionaries; ``memory://`` in a store URL."""
@@ -114,6 +242,9 @@ class MemoryStore:
         self.url = url
         self.promises: dict[str, tuple[int, Promise]] = {}
         self.meta: dict[str, str] = {}
+        self.callbacks: dict[str, Callback] = {}
+        self.tasks: dict[str, Task] = {}
+        self.locks: dict[str, Lock] = {}
         self.seq = 0
         self.available = True
 
