@@ -17,28 +17,59 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from troth import rules
+import msgspec
+
+from troth import rules, task_rules
 from troth.clock import Clock, SystemClock
+from troth.engine import effects
 from troth.engine.cursor import Cursors
+from troth.engine.dispatch import Delivery, Dispatcher, TaskSettings
+from troth.engine.taskops import TaskOps
 from troth.engine.waiters import Waiters
 from troth.errors import (
     AlreadyCompleted,
     AlreadyExists,
+    FencingFailed,
     NotFound,
     TrothError,
     ValidationError,
 )
-from troth.model import COMPLETIONS, EMPTY, MAX_TIMEOUT, Promise, SearchPage, State, Value
+from troth.model import (
+    COMPLETIONS,
+    EMPTY,
+    MAX_TIMEOUT,
+    Promise,
+    SearchPage,
+    State,
+    Task,
+    TaskState,
+    Value,
+)
+from troth.recv import DEFAULT_RECEIVERS, parse_recv
 from troth.store.base import SWEEP_BATCH, PromiseQuery, Store, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("troth.engine")
 
 SEARCH_STATES = ("pending", "resolved", "rejected")
+
+
+Fence = tuple[str, int]
+"""``(task id, counter)`` from the ``Task-Id`` / ``Task-Counter`` headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a promise operation decided and what tasks it created."""
+
+    decision: rules.Decision | None = None
+    tasks: list[Task] = field(default_factory=list)
+    task: Task | None = None
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +98,35 @@ def _check_strings(pairs: dict[str, str], field: str) -> None:
         raise _field_error("keys and values must be valid Unicode strings", field) from None
 
 
-class Engine:
-    """Durable promises over a ``Store``; shared by the HTTP server and the embedded SDK."""
+class Engine(TaskOps):
+    """Durable promises over a ``Store``; shared by the HTTP server and the embedded SDK.
+
+    Args:
+        delivery: how task messages reach receivers; without one, tasks are stored and
+            moved on (leases, timeouts) but never sent.
+        receivers: logical receiver names (``default`` → ``poll://any@default``).
+    """
 
     def __init__(
         self,
         store: Store,
         clock: Clock | None = None,
         limits: Limits | None = None,
+        *,
+        delivery: Delivery | None = None,
+        task_settings: TaskSettings | None = None,
+        receivers: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.limits = limits or Limits()
+        self.task_settings = task_settings or TaskSettings()
+        self.receivers = {**DEFAULT_RECEIVERS, **(receivers or {})}
+        self._task_wake = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None
+        if delivery is not None:
+            self.dispatcher = Dispatcher(store, self.clock, delivery, self.task_settings)
+            self._task_wake = self.dispatcher.wake
         self.waiters = Waiters()
         self._cursors: Cursors | None = None
         self._wake = asyncio.Event()
@@ -107,8 +155,12 @@ class Engine:
 
     async def start(self) -> None:
         """Open, then start background loops (the sweeper)."""
+        if self._tasks:
+            return
         await self.open()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="troth-sweeper"))
+        if self.dispatcher is not None:
+            self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="troth-dispatcher"))
 
     def begin_shutdown(self) -> None:
         """Wake every long-poll waiter so that connections can drain (SIGTERM)."""
@@ -124,6 +176,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         await self.store.close()
 
     # -- validation ----------------------------------------------------------------------
@@ -162,20 +216,66 @@ class Engine:
         tags: dict[str, str] | None = None,
         ikey: str | None = None,
         strict: bool = False,
+        fence: Fence | None = None,
     ) -> tuple[Promise, bool]:
         """Create a promise (API.md 1.3); return it and whether it was newly created.
 
+        A tag ``resonate:invoke`` also creates its invoke task, in the same transaction.
+
         Raises:
             AlreadyExists: the id exists and the request is not a replay (409).
+            FencingFailed: ``fence`` names a task not CLAIMED with that counter (412).
         """
+        out = await self._create(id, timeout, param, tags, ikey, strict, fence, None)
+        assert out.decision is not None and out.decision.promise is not None
+        return out.decision.promise, out.decision.status == rules.CREATED
+
+    async def create_promise_and_task(
+        self,
+        id: str,
+        timeout: int,
+        *,
+        process_id: str,
+        ttl: int,
+        param: Value = EMPTY,
+        tags: dict[str, str] | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> tuple[Promise, Task | None]:
+        """``POST /promises/task``: create a promise and its invoke task, already CLAIMED by
+        ``process_id`` for ``ttl`` ms. A deduplicated create returns no task."""
+        if not process_id:
+            raise _field_error("processId must not be empty", "$.task.processId")
+        if ttl < 0:
+            raise _field_error("ttl must be at least 0", "$.task.ttl")
+        out = await self._create(id, timeout, param, tags, ikey, strict, None, (process_id, ttl))
+        assert out.decision is not None and out.decision.promise is not None
+        return out.decision.promise, out.task
+
+    async def _create(
+        self,
+        id: str,
+        timeout: int,
+        param: Value,
+        tags: dict[str, str] | None,
+        ikey: str | None,
+        strict: bool,
+        fence: Fence | None,
+        claim: tuple[str, int] | None,
+    ) -> _Outcome:
         self._check_create(id, timeout, tags)
         self._check_value(param, "$.param")
         param = param.normalized()
         tags = tags or None
-        clock = self.clock
+        invoke = effects.invoke_of(tags, self.receivers)
+        clock, receivers = self.clock, self.receivers
 
-        def op(tx: Tx) -> rules.Decision:
+        def op(tx: Tx) -> _Outcome:
             now = clock.now()
+            if fence is not None and not task_rules.fence_holds(
+                tx.get_task(fence[0]), fence[1], now
+            ):
+                return _Outcome(fenced=True)
             new = Promise(
                 id=id,
                 state=State.PENDING,
@@ -188,17 +288,38 @@ class Engine:
             # Optimistic: most creates are of new ids, so try the insert the rules would
             # make for an absent id, and only read the stored promise when it exists.
             fresh = rules.decide_create(None, new, strict, now)
-            assert fresh.write is not None
-            if tx.try_insert_promise(fresh.write):
-                return fresh
+            created = fresh.write
+            assert created is not None
+            if tx.try_insert_promise(created):
+                if created.state is not State.PENDING:
+                    return _Outcome(fresh)
+                if claim is not None:
+                    recv = invoke[0] if invoke else parse_recv("default", receivers=receivers)
+                    task = msgspec.structs.replace(
+                        effects.invoke_task(created, recv, now, now),
+                        state=TaskState.CLAIMED,
+                        process_id=claim[0],
+                        ttl=claim[1],
+                        expires_at=now + claim[1],
+                    )
+                    tx.insert_task(task)
+                    return _Outcome(fresh, task=task)
+                if invoke is not None:
+                    task = effects.invoke_task(created, invoke[0], invoke[1], now)
+                    tx.insert_task(task)
+                    return _Outcome(fresh, tasks=[task])
+                return _Outcome(fresh)
             decision = rules.decide_create(tx.get_promise(id), new, strict, now)
+            tasks: list[Task] = []
             if decision.write is not None:
                 tx.update_promise(decision.write)
-            return decision
+                tasks = effects.on_completed(tx, [decision.write], now)
+            return _Outcome(decision, tasks=tasks)
 
-        decision = await self.store.write(op)
-        self._after(decision.write)
-        assert decision.promise is not None
+        out = await self.store.write(op)
+        self._settled(out)
+        decision = out.decision
+        assert decision is not None and decision.promise is not None
         if not decision.ok:
             p = decision.promise
             hint = (
@@ -210,7 +331,7 @@ class Engine:
                 f"promise {id!r} already exists ({p.state.value}); {hint}",
                 details=[{"promise": id, "state": p.state.value}],
             )
-        return decision.promise, decision.status == rules.CREATED
+        return out
 
     async def complete_promise(
         self,
@@ -220,13 +341,15 @@ class Engine:
         value: Value = EMPTY,
         ikey: str | None = None,
         strict: bool = False,
+        fence: Fence | None = None,
     ) -> tuple[Promise, bool]:
         """Resolve, reject or cancel a promise (API.md 1.3); return it and whether this
-        request completed it.
+        request completed it. Its callbacks become tasks in the same transaction.
 
         Raises:
             NotFound: no such promise (404).
             AlreadyCompleted: completed differently or with another key (403).
+            FencingFailed: ``fence`` names a task not CLAIMED with that counter (412).
         """
         self._check_id(id, "id")
         if state not in COMPLETIONS:
@@ -235,15 +358,23 @@ class Engine:
         value = value.normalized()
         clock = self.clock
 
-        def op(tx: Tx) -> rules.Decision:
+        def op(tx: Tx) -> _Outcome:
             now = clock.now()
+            if fence is not None and not task_rules.fence_holds(
+                tx.get_task(fence[0]), fence[1], now
+            ):
+                return _Outcome(fenced=True)
             decision = rules.decide_complete(tx.get_promise(id), state, value, ikey, strict, now)
+            tasks: list[Task] = []
             if decision.write is not None:
                 tx.update_promise(decision.write)
-            return decision
+                tasks = effects.on_completed(tx, [decision.write], now)
+            return _Outcome(decision, tasks=tasks)
 
-        decision = await self.store.write(op)
-        self._after(decision.write)
+        out = await self.store.write(op)
+        self._settled(out)
+        decision = out.decision
+        assert decision is not None
         if decision.status == 404:
             raise NotFound(f"promise {id!r} not found", code=rules.NOT_FOUND_CODE)
         assert decision.promise is not None
@@ -257,11 +388,23 @@ class Engine:
             )
         return decision.promise, decision.status == rules.CREATED
 
+    def _settled(self, out: _Outcome) -> None:
+        """Post-commit effects of an operation's outcome (raises 412 if it was fenced out)."""
+        if out.fenced:
+            raise FencingFailed(
+                "the fencing task is not claimed with that counter (lease lost?); "
+                "nothing was written"
+            )
+        if out.decision is not None:
+            self._after(out.decision.write)
+        if out.tasks or out.task is not None:
+            self.tasks_changed()
+
     async def _expire(self, ids: list[str]) -> dict[str, Promise]:
         """Time out (lazily) the given promises if they are still pending and due."""
         clock = self.clock
 
-        def op(tx: Tx) -> list[Promise]:
+        def op(tx: Tx) -> tuple[list[Promise], list[Task]]:
             now = clock.now()
             done = []
             for id in ids:
@@ -269,11 +412,14 @@ class Engine:
                 expired = rules.expire(stored, now) if stored else None
                 if expired is not None:
                     done.append(expired)
-            if done:
-                tx.update_promises(done)
-            return done
+            if not done:
+                return done, []
+            tx.update_promises(done)
+            return done, effects.on_completed(tx, done, now)
 
-        done = await self.store.write(op)
+        done, tasks = await self.store.write(op)
+        if tasks:
+            self.tasks_changed()
         for p in done:
             self.waiters.notify(p.id)
         return {p.id: p for p in done}
@@ -381,14 +527,18 @@ class Engine:
         clock = self.clock
         total = 0
 
-        def op(tx: Tx) -> list[Promise]:
+        def op(tx: Tx) -> tuple[list[Promise], list[Task]]:
             now = clock.now()
             expired = [e for p in tx.due_promises(now, SWEEP_BATCH) if (e := rules.expire(p, now))]
+            if not expired:
+                return expired, []
             tx.update_promises(expired)
-            return expired
+            return expired, effects.on_completed(tx, expired, now)
 
         while True:
-            batch = await self.store.write(op)
+            batch, tasks = await self.store.write(op)
+            if tasks:
+                self.tasks_changed()
             for p in batch:
                 self.waiters.notify(p.id)
             total += len(batch)
