@@ -26,6 +26,9 @@ from troth.model import EMPTY
 from troth.server import wire
 from troth.server.fastpath import FastPath
 from troth.server.openapi import openapi_document
+from troth.server.routes_tasks import TaskApi
+from troth.server.stream import StreamRegistry
+from troth.server.wire_tasks import parse_fence
 
 log = logging.getLogger("troth.server")
 
@@ -108,6 +111,7 @@ class Api:
             tags=req.tags,
             ikey=headers.get("idempotency-key"),
             strict=wire.parse_strict(headers.get("strict")),
+            fence=parse_fence(headers.get("task-id"), headers.get("task-counter")),
         )
         return (201 if created else 200), _encode(promise)
 
@@ -120,6 +124,7 @@ class Api:
             value=value or EMPTY,
             ikey=headers.get("idempotency-key"),
             strict=wire.parse_strict(headers.get("strict")),
+            fence=parse_fence(headers.get("task-id"), headers.get("task-counter")),
         )
         return (201 if created else 200), _encode(promise)
 
@@ -209,7 +214,12 @@ class _App(Starlette):
 
 
 def create_app(
-    engine: Engine, *, max_body: int = DEFAULT_MAX_BODY, manage: bool = True
+    engine: Engine,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    manage: bool = True,
+    streams: StreamRegistry | None = None,
+    keepalive_s: float = 15.0,
 ) -> Starlette:
     """Build the ASGI app over ``engine``.
 
@@ -218,6 +228,9 @@ def create_app(
             shutdown. In-process tests that run the engine themselves pass ``False``.
     """
     api = Api(engine, max_body)
+    if streams is None:
+        streams = StreamRegistry()
+    tasks = TaskApi(engine, api.body, streams, keepalive_s)
     routes = [
         Route("/ping", api.ping, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
@@ -227,6 +240,7 @@ def create_app(
         Route("/promises", api.search_promises, methods=["GET"]),
         Route("/promises/{id:path}", api.get_promise, methods=["GET"]),
         Route("/promises/{id:path}", api.complete_promise, methods=["PATCH"]),
+        *tasks.routes(),
     ]
 
     @contextlib.asynccontextmanager
@@ -236,6 +250,7 @@ def create_app(
         try:
             yield
         finally:
+            streams.close_all()
             if manage:
                 await engine.stop()
 
@@ -250,7 +265,22 @@ def create_app(
         },
     )
     app.state.engine = engine
+    app.state.streams = streams
+    app.state.tasks = tasks
     return app
+
+
+def create_poll_app(app: Starlette) -> Starlette:
+    """The ``--poll-port`` app: only the worker stream, at ``GET /{group}/{id}``."""
+    tasks: TaskApi = app.state.tasks
+    return Starlette(
+        routes=tasks.poll_routes(),
+        exception_handlers={
+            TrothError: _troth_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
 
 
 __all__ = ["StoreUnavailable", "create_app"]

@@ -28,7 +28,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _PREFIX: Final = "/promises/"
-_WANTED: Final = frozenset((b"idempotency-key", b"strict", b"content-length"))
+_WANTED: Final = frozenset(
+    (b"idempotency-key", b"strict", b"content-length", b"task-id", b"task-counter")
+)
 
 
 class _Disconnected(Exception):

@@ -1,31 +1,80 @@
 """Run the server under uvicorn with graceful shutdown.
 
 On SIGTERM/SIGINT uvicorn stops accepting connections and waits for in-flight requests; we
-additionally wake every long-poll waiter at once (each answers with the promise as it is),
-so shutdown is not held up for minutes by clients waiting on promises. The app's lifespan
-then stops the engine, which lets queued group commits finish before the store closes.
+additionally wake every long-poll waiter and close every worker stream at once (each answers
+with what it has), so shutdown is not held up by clients waiting for minutes. The app's
+lifespan then stops the engine, which lets queued group commits finish before the store
+closes. With ``poll_port``, a second listener in the same process serves only the worker
+stream at ``GET /{group}/{id}`` and stops with the first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Generator, Mapping
 from types import FrameType
+from typing import Any, Literal
 
 import uvicorn
+import uvloop
 
 from troth.engine import Engine
-from troth.server.app import create_app
+from troth.engine.dispatch import TaskSettings
+from troth.server.app import create_app, create_poll_app
+from troth.server.push import ServerDelivery
+from troth.server.stream import StreamRegistry
 from troth.store import create_store
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        engine: Engine,
+        streams: StreamRegistry,
+        followers: list[uvicorn.Server],
+    ) -> None:
         super().__init__(config)
         self._engine = engine
+        self._streams = streams
+        self._followers = followers
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._engine.begin_shutdown()
+        self._streams.close_all()
+        for follower in self._followers:
+            follower.should_exit = True
         super().handle_exit(sig, frame)
+
+
+class _Follower(uvicorn.Server):
+    """A listener that leaves signal handling to the main server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(
+    app: Any, host: str, port: int, log_level: str, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http="httptools",
+        loop="none",
+        lifespan=lifespan,
+        timeout_graceful_shutdown=30,
+        backlog=4096,
+        # No X-Forwarded-* rewriting: troth does not use the client address (yet), and the
+        # middleware costs CPU on every request.
+        proxy_headers=False,
+    )
 
 
 def serve(
@@ -34,27 +83,39 @@ def serve(
     port: int = 8001,
     store_url: str = "sqlite:///troth.db",
     log_level: str = "info",
-    access_log: bool = False,
+    poll_port: int | None = None,
+    public_url: str | None = None,
+    receivers: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serve the API until SIGTERM/SIGINT."""
+    """Serve the API until SIGTERM/SIGINT.
+
+    Args:
+        public_url: the base URL workers use to reach this server (task messages carry
+            claim/complete/heartbeat links on it); default ``http://<host>:<port>``.
+        receivers: logical receiver names, e.g. ``{"mailers": "poll://any@mailers"}``.
+    """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    engine = Engine(create_store(store_url))
-    app = create_app(engine)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-        backlog=4096,
-        # No X-Forwarded-* rewriting: troth does not use the client address (yet), and the
-        # middleware costs CPU on every request.
-        proxy_headers=False,
+    streams = StreamRegistry()
+    delivery = ServerDelivery(streams)
+    settings = TaskSettings(base_url=(public_url or f"http://{host}:{port}").rstrip("/"))
+    engine = Engine(
+        create_store(store_url), delivery=delivery, task_settings=settings, receivers=receivers
     )
-    _Server(config, engine).run()
+    app = create_app(engine, streams=streams)
+    followers: list[uvicorn.Server] = []
+    if poll_port is not None:
+        followers.append(
+            _Follower(_config(create_poll_app(app), host, poll_port, log_level, "off"))
+        )
+    server = _Server(_config(app, host, port, log_level, "on"), engine, streams, followers)
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(server.serve(), *(f.serve() for f in followers))
+        finally:
+            await delivery.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
