@@ -157,12 +157,12 @@ class MemoryTx:
         busy = {t.root_promise_id for t in tasks if t.state.active}
         out: list[Task] = []
         for t in sorted(tasks, key=lambda t: (t.created_on, t.id)):
+            if len(out) >= limit:
+                break
             ready = t.state is TaskState.INIT and t.ready_at <= now < t.timeout
             if ready and t.root_promise_id not in busy:
                 busy.add(t.root_promise_id)
                 out.append(t)
-                if len(out) >= limit:
-                    break
         return out
 
     def overdue_tasks(self, now: int, limit: int) -> list[Task]:

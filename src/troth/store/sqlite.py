@@ -30,7 +30,18 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from troth.errors import StoreUnavailable, ValidationError
-from troth.model import EMPTY, Promise, State, Value
+from troth.model import (
+    EMPTY,
+    Callback,
+    Lock,
+    Promise,
+    Recv,
+    State,
+    Task,
+    TaskKind,
+    TaskState,
+    Value,
+)
 from troth.store.base import PromiseQuery, Tx
 
 T = TypeVar("T")
@@ -65,6 +76,87 @@ _STATE_FILTERS: Final = {
 }
 _UNAVAILABLE_HINTS: Final = ("disk", "full", "readonly", "read-only", "locked", "unable to open")
 
+# -- the task framework ----------------------------------------------------------------------
+
+_TASK_STATES: Final = {s.value: s for s in TaskState}
+_TASK_KINDS: Final = {k.value: k for k in TaskKind}
+_recv_decode = msgspec.json.Decoder(Recv).decode
+
+_CB_COLUMNS: Final = "id, promise_id, root_promise_id, recv, timeout, created_on"
+_TASK_COLUMNS: Final = (
+    "id, type, state, recv, root_promise_id, leaf_promise_id, counter, attempt, process_id,"
+    " ttl, timeout, expires_at, ready_at, created_on, completed_on"
+)
+_LOCK_COLUMNS: Final = "resource_id, execution_id, process_id, ttl, expires_at"
+# The state conditions below are spelled exactly as the WHERE clauses of the partial indexes
+# of 0002_tasks.sql, or SQLite would not use those indexes.
+_INIT: Final = "state = 'INIT'"
+_ACTIVE: Final = "state IN ('ENQUEUED', 'CLAIMED')"
+_UNFINISHED: Final = "state NOT IN ('COMPLETED', 'TIMEDOUT')"
+
+_INSERT_CALLBACK: Final = (
+    f"INSERT INTO callbacks ({_CB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_TAKE_CALLBACKS: Final = f"DELETE FROM callbacks WHERE promise_id = ? RETURNING {_CB_COLUMNS}"
+_SELECT_TASK: Final = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
+_INSERT_TASK: Final = (
+    f"INSERT INTO tasks ({_TASK_COLUMNS}, recv_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE_TASK: Final = (
+    "UPDATE tasks SET state = ?, counter = ?, attempt = ?, process_id = ?, ttl = ?,"
+    " expires_at = ?, ready_at = ?, completed_on = ? WHERE id = ?"
+)
+# The range ready_at <= now of the INIT index reads only the tasks that are ready (INIT tasks
+# waiting for a worker or a delay can be many); each candidate is kept only if its root has no
+# ENQUEUED/CLAIMED task and no older ready INIT task (one per root: the oldest), both answered
+# by seeks in tasks_by_root. SQLite 3.40 picks these plans with and without ANALYZE
+# statistics; INDEXED BY pins them (here and below) so that statistics gathered later cannot
+# turn a hot query into a walk over every unfinished task.
+_DISPATCHABLE: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM tasks AS t INDEXED BY tasks_init_by_ready"
+    " WHERE t.state = 'INIT' AND t.ready_at <= :now AND t.timeout > :now"
+    " AND NOT EXISTS (SELECT 1 FROM tasks AS a INDEXED BY tasks_by_root"
+    "  WHERE a.root_promise_id = t.root_promise_id AND a.state IN ('ENQUEUED', 'CLAIMED'))"
+    " AND NOT EXISTS (SELECT 1 FROM tasks AS o INDEXED BY tasks_by_root"
+    "  WHERE o.root_promise_id = t.root_promise_id AND o.state = 'INIT'"
+    "  AND (o.created_on, o.id) < (t.created_on, t.id)"
+    "  AND o.ready_at <= :now AND o.timeout > :now)"
+    " ORDER BY t.created_on, t.id LIMIT :limit"
+)
+# Two pinned index ranges merged by rowid. (SQLite plans the plain OR of both conditions as a
+# MULTI-INDEX OR today, but an OR cannot be pinned with INDEXED BY.)
+_OVERDUE: Final = (
+    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE rowid IN ("
+    f" SELECT rowid FROM tasks INDEXED BY tasks_active_by_expiry WHERE {_ACTIVE}"
+    "  AND expires_at <= :now"
+    f" UNION ALL SELECT rowid FROM tasks INDEXED BY tasks_unfinished_by_timeout"
+    f"  WHERE {_UNFINISHED} AND timeout <= :now)"
+    " ORDER BY created_on, id LIMIT :limit"
+)
+_NEXT_TASK_TIME: Final = (
+    "SELECT min(t) FROM ("
+    f"SELECT (SELECT ready_at FROM tasks INDEXED BY tasks_init_by_ready WHERE {_INIT}"
+    " ORDER BY ready_at LIMIT 1) AS t"
+    f" UNION ALL SELECT (SELECT expires_at FROM tasks INDEXED BY tasks_active_by_expiry"
+    f" WHERE {_ACTIVE} AND expires_at IS NOT NULL ORDER BY expires_at LIMIT 1)"
+    f" UNION ALL SELECT (SELECT timeout FROM tasks INDEXED BY tasks_unfinished_by_timeout"
+    f" WHERE {_UNFINISHED} ORDER BY timeout LIMIT 1))"
+)
+_READY_TASKS_FOR: Final = (
+    "UPDATE tasks INDEXED BY tasks_init_by_recv SET ready_at = :now"
+    f" WHERE {_INIT} AND recv_key = :key AND ready_at > :now"
+)
+_HEARTBEAT_TASKS: Final = (
+    "UPDATE tasks INDEXED BY tasks_claimed_by_process SET expires_at = :now + coalesce(ttl, 0)"
+    " WHERE state = 'CLAIMED' AND process_id = :process"
+)
+_PUT_LOCK: Final = (
+    f"INSERT INTO locks ({_LOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (resource_id) DO UPDATE SET execution_id = excluded.execution_id,"
+    " process_id = excluded.process_id, ttl = excluded.ttl, expires_at = excluded.expires_at"
+)
+
 
 def _headers(raw: str | None) -> dict[str, str] | None:
     return _headers_decode(raw) if raw else None
@@ -93,6 +185,43 @@ def _promise(row: tuple[Any, ...]) -> Promise:
 
 def _dump(d: dict[str, str] | None) -> str | None:
     return _json_encode(d).decode() if d else None
+
+
+def _callback(row: tuple[Any, ...]) -> Callback:
+    return Callback(
+        id=row[0],
+        promise_id=row[1],
+        root_promise_id=row[2],
+        recv=_recv_decode(row[3]),
+        timeout=row[4],
+        created_on=row[5],
+    )
+
+
+def _task(row: tuple[Any, ...]) -> Task:
+    return Task(
+        id=row[0],
+        type=_TASK_KINDS[row[1]],
+        state=_TASK_STATES[row[2]],
+        recv=_recv_decode(row[3]),
+        root_promise_id=row[4],
+        leaf_promise_id=row[5],
+        counter=row[6],
+        attempt=row[7],
+        process_id=row[8],
+        ttl=row[9],
+        timeout=row[10],
+        expires_at=row[11],
+        ready_at=row[12],
+        created_on=row[13],
+        completed_on=row[14],
+    )
+
+
+def _lock(row: tuple[Any, ...]) -> Lock:
+    return Lock(
+        resource_id=row[0], execution_id=row[1], process_id=row[2], ttl=row[3], expires_at=row[4]
+    )
 
 
 def glob_pattern(pattern: str) -> str:
@@ -213,6 +342,128 @@ class SqliteTx:
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    # -- callbacks and subscriptions ------------------------------------------------------
+
+    def insert_callback(self, callback: Callback) -> bool:
+        cb = callback
+        cur = self.c.execute(
+            _INSERT_CALLBACK,
+            (
+                cb.id,
+                cb.promise_id,
+                cb.root_promise_id,
+                _json_encode(cb.recv).decode(),
+                cb.timeout,
+                cb.created_on,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def take_callbacks(self, promise_id: str) -> list[Callback]:
+        # RETURNING yields rows in no defined order: sort them as documented.
+        rows = self.c.execute(_TAKE_CALLBACKS, (promise_id,)).fetchall()
+        rows.sort(key=lambda r: (r[5], r[0]))
+        return [_callback(r) for r in rows]
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def get_task(self, id: str) -> Task | None:
+        row = self.c.execute(_SELECT_TASK, (id,)).fetchone()
+        return _task(row) if row else None
+
+    def insert_task(self, task: Task) -> bool:
+        t = task
+        cur = self.c.execute(
+            _INSERT_TASK,
+            (
+                t.id,
+                t.type.value,
+                t.state.value,
+                _json_encode(t.recv).decode(),
+                t.root_promise_id,
+                t.leaf_promise_id,
+                t.counter,
+                t.attempt,
+                t.process_id,
+                t.ttl,
+                t.timeout,
+                t.expires_at,
+                t.ready_at,
+                t.created_on,
+                t.completed_on,
+                t.recv.key,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def update_task(self, task: Task) -> None:
+        t = task
+        self.c.execute(
+            _UPDATE_TASK,
+            (
+                t.state.value,
+                t.counter,
+                t.attempt,
+                t.process_id,
+                t.ttl,
+                t.expires_at,
+                t.ready_at,
+                t.completed_on,
+                t.id,
+            ),
+        )
+
+    def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
+        if not states:
+            return []
+        marks = ", ".join("?" * len(states))
+        rows = self.c.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_root"
+            f" WHERE root_promise_id = ? AND state IN ({marks}) ORDER BY created_on, id",
+            (root_promise_id, *(s.value for s in states)),
+        )
+        return [_task(r) for r in rows]
+
+    def dispatchable_tasks(self, now: int, limit: int) -> list[Task]:
+        rows = self.c.execute(_DISPATCHABLE, {"now": now, "limit": limit})
+        return [_task(r) for r in rows]
+
+    def overdue_tasks(self, now: int, limit: int) -> list[Task]:
+        rows = self.c.execute(_OVERDUE, {"now": now, "limit": limit})
+        return [_task(r) for r in rows]
+
+    def next_task_time(self) -> int | None:
+        row = self.c.execute(_NEXT_TASK_TIME).fetchone()
+        return row[0] if row else None
+
+    def ready_tasks_for(self, recv_key: str, now: int) -> int:
+        return self.c.execute(_READY_TASKS_FOR, {"now": now, "key": recv_key}).rowcount
+
+    def heartbeat_tasks(self, process_id: str, now: int) -> int:
+        return self.c.execute(_HEARTBEAT_TASKS, {"now": now, "process": process_id}).rowcount
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        row = self.c.execute(
+            f"SELECT {_LOCK_COLUMNS} FROM locks WHERE resource_id = ?", (resource_id,)
+        ).fetchone()
+        return _lock(row) if row else None
+
+    def put_lock(self, lock: Lock) -> None:
+        self.c.execute(
+            _PUT_LOCK,
+            (lock.resource_id, lock.execution_id, lock.process_id, lock.ttl, lock.expires_at),
+        )
+
+    def delete_lock(self, resource_id: str) -> None:
+        self.c.execute("DELETE FROM locks WHERE resource_id = ?", (resource_id,))
+
+    def heartbeat_locks(self, process_id: str, now: int) -> int:
+        return self.c.execute(
+            "UPDATE locks SET expires_at = ? + ttl WHERE process_id = ?", (now, process_id)
+        ).rowcount
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
