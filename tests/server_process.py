@@ -29,6 +29,7 @@ class ServerProcess:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()
     _log: Any = None
 
     @property
@@ -91,8 +92,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(store: str, log_path: Path | None = None) -> Iterator[ServerProcess]:
-    server = ServerProcess(store=store, port=free_port(), log_path=log_path)
+def running_server(
+    store: str, log_path: Path | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(store=store, port=free_port(), log_path=log_path, extra_args=extra_args)
     server.start()
     try:
         yield server
