@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,9 @@ from troth.engine.dispatch import TaskSettings
 from troth.model import Recv
 from troth.server import create_app
 from troth.server.stream import StreamConn, StreamRegistry
+from troth.store.base import Store
 from troth.store.memory import MemoryStore
+from troth.store.sqlite import SqliteStore
 
 FAR = 2**63 - 1
 
@@ -45,12 +48,12 @@ class Delivery:
 
 
 class World:
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, store: Store) -> None:
         self.clock = clock
         self.streams = StreamRegistry()
         self.delivery = Delivery(self.streams)
         self.engine = Engine(
-            MemoryStore(),
+            store,
             clock,
             delivery=self.delivery,
             task_settings=TaskSettings(base_url="http://troth"),
@@ -67,9 +70,15 @@ class World:
             await push
 
 
-@pytest.fixture
-async def world(clock: FakeClock) -> AsyncIterator[World]:
-    w = World(clock)
+@pytest.fixture(params=["memory", "sqlite"])
+async def world(
+    clock: FakeClock, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[World]:
+    """Every flow runs on each backend."""
+    store: Store = (
+        MemoryStore() if request.param == "memory" else SqliteStore(f"sqlite:///{tmp_path}/t.db")
+    )
+    w = World(clock, store)
     await w.engine.open()
     transport = httpx.ASGITransport(app=w.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://troth") as http:
