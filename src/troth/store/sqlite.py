@@ -54,8 +54,9 @@ _headers_decode = msgspec.json.Decoder(dict[str, str]).decode
 
 _COLUMNS: Final = (
     "seq, id, state, param_headers, param_data, value_headers, value_data, timeout,"
-    " ikey_create, ikey_complete, tags, created_on, completed_on"
+    " ikey_create, ikey_complete, tags, created_on, completed_on, watched"
 )
+_WATCH: Final = "UPDATE promises SET watched = 1 WHERE id = ? AND watched = 0"
 _SELECT_BY_ID: Final = f"SELECT {_COLUMNS} FROM promises WHERE id = ?"
 _INSERT: Final = (
     "INSERT INTO promises (id, state, param_headers, param_data, value_headers, value_data,"
@@ -230,16 +231,35 @@ def glob_pattern(pattern: str) -> str:
 
 
 class SqliteTx:
-    """``Tx`` over one sqlite3 connection that is inside a transaction."""
+    """``Tx`` over one sqlite3 connection that is inside a transaction.
 
-    __slots__ = ("c",)
+    ``_quiet`` holds ids of promises read in this transaction whose ``watched`` flag was 0:
+    they have no callbacks and root no task, so ``take_callbacks`` and ``tasks_of_root`` can
+    answer ``[]`` without a query. Inserting a callback or a task sets the flag and drops the
+    id from the set; ``reset`` empties it at every transaction start.
+    """
+
+    __slots__ = ("_quiet", "c")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
+        self._quiet: set[str] = set()
+
+    def reset(self) -> None:
+        self._quiet.clear()
+
+    def _note(self, row: tuple[Any, ...]) -> Promise:
+        if not row[13]:
+            self._quiet.add(row[1])
+        return _promise(row)
+
+    def _watch(self, promise_id: str) -> None:
+        self._quiet.discard(promise_id)
+        self.c.execute(_WATCH, (promise_id,))
 
     def get_promise(self, id: str) -> Promise | None:
         row = self.c.execute(_SELECT_BY_ID, (id,)).fetchone()
-        return _promise(row) if row else None
+        return self._note(row) if row else None
 
     def insert_promise(self, p: Promise) -> None:
         self._insert(_INSERT, p)
@@ -313,7 +333,7 @@ class SqliteTx:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT :limit"
-        return [(row[0], _promise(row)) for row in self.c.execute(sql, args)]
+        return [(row[0], self._note(row)) for row in self.c.execute(sql, args)]
 
     # INDEXED BY: without ANALYZE statistics the planner prefers (state, seq) and scans every
     # pending row; the partial index on timeout makes both queries O(due) instead.
@@ -323,7 +343,7 @@ class SqliteTx:
             " WHERE state = 'PENDING' AND timeout <= ? ORDER BY timeout LIMIT ?",
             (now, limit),
         )
-        return [_promise(r) for r in rows]
+        return [self._note(r) for r in rows]
 
     def next_deadline(self) -> int | None:
         row = self.c.execute(
@@ -358,9 +378,14 @@ class SqliteTx:
                 cb.created_on,
             ),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self._watch(cb.promise_id)
+        return True
 
     def take_callbacks(self, promise_id: str) -> list[Callback]:
+        if promise_id in self._quiet:
+            return []
         # RETURNING yields rows in no defined order: sort them as documented.
         rows = self.c.execute(_TAKE_CALLBACKS, (promise_id,)).fetchall()
         rows.sort(key=lambda r: (r[5], r[0]))
@@ -395,7 +420,10 @@ class SqliteTx:
                 t.recv.key,
             ),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self._watch(t.root_promise_id)
+        return True
 
     def update_task(self, task: Task) -> None:
         t = task
@@ -415,7 +443,7 @@ class SqliteTx:
         )
 
     def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
-        if not states:
+        if not states or root_promise_id in self._quiet:
             return []
         marks = ", ".join("?" * len(states))
         rows = self.c.execute(
@@ -634,6 +662,7 @@ class SqliteStore:
         operations are pure functions of the transaction, so running them twice is safe.
         """
         outcomes: list[_Outcome] = []
+        tx.reset()
         conn.execute("BEGIN IMMEDIATE")
         for op, _loop, fut in batch:
             if not isolate:
