@@ -135,6 +135,12 @@ async def test_sigterm_finishes_in_flight_requests_and_releases_waiters(
                 asyncio.create_task(c.post("/promises", json={"id": f"w/{i}", "timeout": FAR}))
                 for i in range(50)
             ]
+
+            async def stream() -> list[str]:
+                async with c.stream("GET", "/poll/g/w") as resp:
+                    return [line async for line in resp.aiter_lines()]
+
+            worker_stream = asyncio.create_task(stream())
             await asyncio.sleep(0.3)
             started = time.monotonic()
             assert server.proc is not None
@@ -143,12 +149,14 @@ async def test_sigterm_finishes_in_flight_requests_and_releases_waiters(
                 assert resp.status_code == 200
                 assert resp.json()["state"] == "PENDING"
             answered = await asyncio.gather(*writes, return_exceptions=True)
+            # the worker stream is closed by the server, not left to the shutdown timeout
+            assert (await asyncio.wait_for(worker_stream, 10))[0] == ": connected"
         code = server.proc.wait(30)
         # uvicorn re-raises the signal once shutdown is complete, so the exit status says
         # "terminated by SIGTERM"; the log proves the lifespan shutdown (store close) ran.
         assert code in (0, -15)
         assert "Application shutdown complete" in log.read_text()
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < 10
     finally:
         server.kill()
     acked = [r for r in answered if isinstance(r, httpx.Response) and r.status_code == 201]
