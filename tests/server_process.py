@@ -54,6 +54,7 @@ class ServerProcess:
                 str(self.port),
                 "--store",
                 self.store,
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -6,6 +6,11 @@
     troth promises search 'orders/*' --state pending
     troth promises resolve orders/42 --value done
     troth promises wait orders/42 --timeout 30s
+    troth tasks listen workers w1 --count 1
+    troth tasks claim __invoke:orders/42 1 --process-id w1
+    troth promises resolve orders/42 --value done --fence __invoke:orders/42:1
+    troth tasks complete __invoke:orders/42 1
+    troth locks acquire orders execution-1 --process-id w1 --ttl 30s
 
 Exit codes: 0 success, 1 the server refused the request or could not be reached (the
 server's message on stderr as ``error <code>: <message>``), 2 bad usage. ``--json`` prints
@@ -15,12 +20,13 @@ the server's JSON instead of a table. See docs/cli.md.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -30,10 +36,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from troth.client import DEFAULT_URL, Client
+from troth.client import (
+    DEFAULT_URL,
+    CallbackResult,
+    ClaimedTask,
+    Client,
+    Fence,
+    Message,
+    PromiseAndTask,
+    TaskInfo,
+    callback_to_wire,
+)
 from troth.durations import parse_duration_ms
 from troth.errors import TrothError
-from troth.model import MAX_TIMEOUT, Promise, SearchPage, State, Value
+from troth.model import MAX_TIMEOUT, Callback, Lock, Promise, Recv, SearchPage, State, Value
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -81,8 +97,26 @@ class KeyValue(click.ParamType[tuple[str, str]]):
         return key, val
 
 
+class FenceParam(click.ParamType[Fence]):
+    """``TASK_ID:COUNTER``; the task id may itself contain ``:`` (the counter is after the
+    last one)."""
+
+    name = "TASK_ID:COUNTER"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Fence:
+        if isinstance(value, tuple):
+            return value
+        task_id, sep, counter = str(value).rpartition(":")
+        if not sep or not task_id or not counter.isdigit():
+            self.fail(f"{value!r} is not TASK_ID:COUNTER (e.g. __invoke:orders/42:1)", param, ctx)
+        return task_id, int(counter)
+
+
 DURATION: Final = Duration()
 KEY_VALUE: Final = KeyValue()
+FENCE: Final = FenceParam()
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -135,7 +169,7 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
 
-def render_promise(p: Promise) -> Panel:
+def render_promise(p: Promise, title: str = "promise") -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -149,7 +183,7 @@ def render_promise(p: Promise) -> Panel:
     grid.add_row("completedOn", format_time(p.completed_on))
     grid.add_row("idempotencyKeyForCreate", Text(p.idempotency_key_for_create or ""))
     grid.add_row("idempotencyKeyForComplete", Text(p.idempotency_key_for_complete or ""))
-    return Panel(grid, title="promise", title_align="left", expand=False)
+    return Panel(grid, title=title, title_align="left", expand=False)
 
 
 def render_page(promises: Iterable[Promise], cursor: str | None) -> Table:
@@ -175,6 +209,92 @@ def render_page(promises: Iterable[Promise], cursor: str | None) -> Table:
         f"; next page: --cursor {cursor}" if cursor else ""
     )
     return table
+
+
+def format_recv(recv: Recv) -> str:
+    """A receiver in its string form: ``poll://any@group/id``, the URL, or its type."""
+    if recv.type == "poll":
+        return f"poll://{recv.mode}@{recv.group or ''}" + (f"/{recv.id}" if recv.id else "")
+    if recv.type == "http":
+        return recv.url or "http"
+    return recv.type
+
+
+def format_ms(ms: int | None) -> str:
+    return "-" if ms is None else f"{ms} ms"
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    return grid
+
+
+def _panel(grid: Table, title: str) -> Panel:
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def render_task(t: TaskInfo) -> Panel:
+    grid = _grid()
+    grid.add_row("id", Text(t.id))
+    grid.add_row("type", Text(t.type or "-"))
+    grid.add_row("state", Text(t.state or "-"))
+    grid.add_row("counter", str(t.counter))
+    grid.add_row("rootPromiseId", Text(t.root_promise_id or "-"))
+    grid.add_row("leafPromiseId", Text(t.leaf_promise_id or "-"))
+    grid.add_row("processId", Text(t.process_id or "-"))
+    grid.add_row("ttl", format_ms(t.ttl))
+    grid.add_row("timeout", format_time(t.timeout))
+    grid.add_row("expiresAt", format_time(t.expires_at))
+    grid.add_row("createdOn", format_time(t.created_on))
+    grid.add_row("completedOn", format_time(t.completed_on))
+    return _panel(grid, "task")
+
+
+def render_callback(c: Callback) -> Panel:
+    grid = _grid()
+    grid.add_row("id", Text(c.id))
+    grid.add_row("promiseId", Text(c.promise_id))
+    grid.add_row("rootPromiseId", Text(c.root_promise_id or "-"))
+    grid.add_row("recv", Text(format_recv(c.recv)))
+    grid.add_row("timeout", format_time(c.timeout))
+    grid.add_row("createdOn", format_time(c.created_on))
+    return _panel(grid, "subscription" if c.id.startswith("__notify:") else "callback")
+
+
+def render_lock(lock: Lock) -> Panel:
+    grid = _grid()
+    grid.add_row("resourceId", Text(lock.resource_id))
+    grid.add_row("executionId", Text(lock.execution_id))
+    grid.add_row("processId", Text(lock.process_id))
+    grid.add_row("ttl", format_ms(lock.ttl))
+    grid.add_row("expiresAt", format_time(lock.expires_at))
+    return _panel(grid, "lock")
+
+
+def render_message(m: Message) -> Text:
+    """One line per stream message."""
+    line = Text()
+    line.append(m.type, style="bold cyan")
+    if m.task is not None:
+        line.append(" task ")
+        line.append(m.task.id, style="bold")
+        line.append(f" counter {m.task.counter}")
+        if m.task.root_promise_id is not None:
+            line.append(f" root {m.task.root_promise_id}")
+        if m.task.leaf_promise_id is not None:
+            line.append(f" leaf {m.task.leaf_promise_id}")
+        if m.task.timeout is not None:
+            line.append(f" timeout {format_time(m.task.timeout)}")
+    elif m.promise is not None:
+        line.append(" promise ")
+        line.append(m.promise.id, style="bold")
+        line.append(" ")
+        line.append_text(_state_text(m.promise.state))
+    else:
+        line.append(" " + msgspec.json.encode(m).decode())
+    return line
 
 
 def _print_json(obj: object) -> None:
@@ -211,7 +331,7 @@ def _client_command(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 def _settings(ctx: click.Context, as_json: bool = False) -> _Settings:
     settings = ctx.find_object(_Settings)
-    assert settings is not None, "promises group did not run"
+    assert settings is not None, "the command group did not run"
     if as_json:
         settings.json = True
     return settings
@@ -273,6 +393,96 @@ _ikey_option = click.option(
 _strict_option = click.option(
     "--strict", is_flag=True, help="Strict mode: deduplicate only while the state allows it."
 )
+_fence_option = click.option(
+    "--fence",
+    type=FENCE,
+    help="Write only while task TASK_ID is claimed with COUNTER (headers Task-Id and "
+    "Task-Counter), else error 41200.",
+)
+_process_id_option = click.option(
+    "--process-id", required=True, metavar="ID", help="The worker process that acts."
+)
+
+
+def _ttl_option(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    return click.option(
+        "--ttl",
+        type=DURATION,
+        default="60s",
+        show_default=True,
+        help=f"{what}: 1500 (ms), 250ms, 30s, 5m, 1h.",
+    )
+
+
+def _deadline_options(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        fn = click.option(
+            "--timeout-at",
+            "timeout_at",
+            type=click.IntRange(0, MAX_TIMEOUT),
+            metavar="EPOCH_MS",
+            help=f"{what}, absolute, in Unix epoch ms ({MAX_TIMEOUT} means never).",
+        )(fn)
+        fn = click.option(
+            "--timeout",
+            "timeout",
+            type=DURATION,
+            help=f"{what}, relative to now: 1500 (ms), 250ms, 30s, 5m, 1h, 1m30s.",
+        )(fn)
+        return fn
+
+    return decorate
+
+
+def _deadline(timeout: int | None, timeout_at: int | None) -> int:
+    """The absolute deadline of exactly one of --timeout and --timeout-at."""
+    if timeout_at is not None and timeout is None:
+        return timeout_at
+    if timeout is not None and timeout_at is None:
+        return min(time.time_ns() // 1_000_000 + timeout, MAX_TIMEOUT)
+    raise click.UsageError("give exactly one of --timeout and --timeout-at")
+
+
+def _connection_options(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The options of every client command group (before the command name)."""
+    fn = click.option(
+        "--http-timeout",
+        default=30.0,
+        type=click.FloatRange(min=0.1),
+        envvar="TROTH_HTTP_TIMEOUT",
+        show_envvar=True,
+        show_default=True,
+        help="Seconds to wait for the server to answer.",
+    )(fn)
+    fn = click.option(
+        "--token",
+        envvar="TROTH_TOKEN",
+        show_envvar=True,
+        help="Bearer token (when the server has authentication on).",
+    )(fn)
+    fn = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        envvar="TROTH_JSON",
+        show_envvar=True,
+        help="Print the server's JSON instead of tables.",
+    )(fn)
+    fn = click.option(
+        "--url",
+        default=DEFAULT_URL,
+        envvar="TROTH_URL",
+        show_envvar=True,
+        show_default=True,
+        help="Base URL of the troth server.",
+    )(fn)
+    return fn
+
+
+def _set_settings(
+    ctx: click.Context, url: str, as_json: bool, token: str | None, http_timeout: float
+) -> None:
+    ctx.obj = _Settings(url=url, json=as_json, timeout=http_timeout, token=token)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -319,72 +529,69 @@ def main() -> None:
     show_default=True,
     help="Logging level.",
 )
-def serve(host: str, port: int, store: str, log_level: str) -> None:
+@click.option(
+    "--poll-port",
+    type=click.IntRange(0, 65535),
+    envvar="TROTH_POLL_PORT",
+    show_envvar=True,
+    help="Also serve worker streams at GET /{group}/{id} on this port (older clients).",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    envvar="TROTH_PUBLIC_URL",
+    show_envvar=True,
+    help="Base URL workers reach this server at, for the links in task messages "
+    "[default: http://HOST:PORT].",
+)
+def serve(
+    host: str,
+    port: int,
+    store: str,
+    log_level: str,
+    poll_port: int | None,
+    public_url: str | None,
+) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
     from troth.server.main import serve as run_server
 
-    run_server(host=host, port=port, store_url=store, log_level=log_level.lower())
+    extra: dict[str, Any] = {}
+    if poll_port is not None:
+        extra["poll_port"] = poll_port
+    if public_url is not None:
+        extra["public_url"] = public_url
+    run_server(host=host, port=port, store_url=store, log_level=log_level.lower(), **extra)
 
 
 @main.group()
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    envvar="TROTH_URL",
-    show_envvar=True,
-    show_default=True,
-    help="Base URL of the troth server.",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="TROTH_JSON",
-    show_envvar=True,
-    help="Print the server's JSON instead of tables.",
-)
-@click.option(
-    "--token",
-    envvar="TROTH_TOKEN",
-    show_envvar=True,
-    help="Bearer token (when the server has authentication on).",
-)
-@click.option(
-    "--http-timeout",
-    default=30.0,
-    type=click.FloatRange(min=0.1),
-    envvar="TROTH_HTTP_TIMEOUT",
-    show_envvar=True,
-    show_default=True,
-    help="Seconds to wait for the server to answer.",
-)
+@_connection_options
 @click.pass_context
 def promises(
     ctx: click.Context, url: str, as_json: bool, token: str | None, http_timeout: float
 ) -> None:
-    """Create, read, search, complete and wait for promises on a server."""
-    ctx.obj = _Settings(url=url, json=as_json, timeout=http_timeout, token=token)
+    """Create, read, search, complete and wait for promises on a server; register callbacks
+    and subscriptions."""
+    _set_settings(ctx, url, as_json, token, http_timeout)
 
 
 @promises.command()
 @click.argument("id")
-@click.option(
-    "--timeout",
-    "timeout",
-    type=DURATION,
-    help="Deadline relative to now: 1500 (ms), 250ms, 30s, 5m, 1h, 1m30s.",
-)
-@click.option(
-    "--timeout-at",
-    "timeout_at",
-    type=click.IntRange(0, MAX_TIMEOUT),
-    metavar="EPOCH_MS",
-    help=f"Absolute deadline in Unix epoch ms ({MAX_TIMEOUT} means never).",
-)
+@_deadline_options("Deadline")
 @_value_option("param", "Parameter")
 @click.option("--tag", "tags", type=KEY_VALUE, multiple=True, help="Tag key=value (repeatable).")
 @_ikey_option
 @_strict_option
+@click.option(
+    "--task-process-id",
+    metavar="ID",
+    help="Also create a task, already claimed by this process (POST /promises/task).",
+)
+@click.option(
+    "--task-ttl",
+    type=DURATION,
+    help="Lease of that task (default 60s): 1500 (ms), 250ms, 30s, 5m, 1h.",
+)
+@_fence_option
 @_json_option
 @click.pass_context
 @_client_command
@@ -398,30 +605,61 @@ def create(
     tags: tuple[tuple[str, str], ...],
     ikey: str | None,
     strict: bool,
+    task_process_id: str | None,
+    task_ttl: int | None,
+    fence: Fence | None,
     as_json: bool,
 ) -> None:
     """Create promise ID, pending until completed or until its deadline.
 
     Exactly one of --timeout and --timeout-at is required. Creating an existing id with
     the same --ikey returns the stored promise; otherwise it fails with error 40900.
+    With --task-process-id the promise is created with a task claimed by that process
+    (shown with it; no task when the create was deduplicated).
     """
-    if timeout_at is not None and timeout is None:
-        deadline = timeout_at
-    elif timeout is not None and timeout_at is None:
-        deadline = min(time.time_ns() // 1_000_000 + timeout, MAX_TIMEOUT)
-    else:
-        raise click.UsageError("give exactly one of --timeout and --timeout-at")
+    deadline = _deadline(timeout, timeout_at)
+    if task_process_id is None and task_ttl is not None:
+        raise click.UsageError("--task-ttl needs --task-process-id")
+    if task_process_id is not None and fence is not None:
+        raise click.UsageError("--fence cannot be combined with --task-process-id")
+    param = _data(param_text, param_json, "param")
     settings = _settings(ctx, as_json)
     with _client(settings) as client:
-        p = client.create_promise(
+        if task_process_id is None:
+            p = client.create_promise(
+                id,
+                deadline,
+                param=param,
+                tags=dict(tags) or None,
+                idempotency_key=ikey,
+                strict=strict,
+                fence=fence,
+            )
+            _show(settings, p)
+            return
+        result = client.create_promise_and_task(
             id,
             deadline,
-            param=_data(param_text, param_json, "param"),
+            process_id=task_process_id,
+            ttl=60_000 if task_ttl is None else task_ttl,
+            param=param,
             tags=dict(tags) or None,
             idempotency_key=ikey,
             strict=strict,
         )
-    _show(settings, p)
+    _show_promise_and_task(settings, result)
+
+
+def _show_promise_and_task(settings: _Settings, result: PromiseAndTask) -> None:
+    if settings.json:
+        _print_json({"promise": result.promise, "task": result.task})
+        return
+    console = _console()
+    console.print(render_promise(result.promise))
+    if result.task is None:
+        console.print("no task: the create was deduplicated")
+    else:
+        console.print(render_task(result.task))
 
 
 @promises.command()
@@ -504,6 +742,7 @@ def _complete_command(name: str, target: State, summary: str) -> None:
     @_value_option("value", "Value")
     @_ikey_option
     @_strict_option
+    @_fence_option
     @_json_option
     @click.pass_context
     @_client_command
@@ -514,6 +753,7 @@ def _complete_command(name: str, target: State, summary: str) -> None:
         value_json: str | None,
         ikey: str | None,
         strict: bool,
+        fence: Fence | None,
         as_json: bool,
     ) -> None:
         settings = _settings(ctx, as_json)
@@ -524,7 +764,7 @@ def _complete_command(name: str, target: State, summary: str) -> None:
                 State.REJECTED: client.reject_promise,
                 State.REJECTED_CANCELED: client.cancel_promise,
             }[target]
-            p = complete(id, value=data, idempotency_key=ikey, strict=strict)
+            p = complete(id, value=data, idempotency_key=ikey, strict=strict, fence=fence)
         _show(settings, p)
 
 
@@ -570,6 +810,339 @@ def wait(ctx: click.Context, id: str, wait: int, as_json: bool) -> None:
     with _client(settings) as client:
         p = client.wait_promise(id, wait / 1000)
     _show(settings, p)
+
+
+def _show_callback(settings: _Settings, result: CallbackResult) -> None:
+    callback, p = result
+    if settings.json:
+        wire = None if callback is None else callback_to_wire(callback)
+        _print_json({"callback": wire, "promise": p})
+        return
+    console = _console()
+    if callback is not None:
+        console.print(render_callback(callback))
+    elif p.state.completed:
+        console.print("nothing registered: the promise is already completed")
+    else:
+        console.print("nothing registered: it already exists")
+    console.print(render_promise(p))
+
+
+_recv_option = click.option(
+    "--recv",
+    required=True,
+    metavar="RECV",
+    help="Receiver: poll://any@GROUP[/ID], poll://uni@GROUP/ID, http(s)://URL, or a logical "
+    "name such as default.",
+)
+
+
+@promises.command()
+@click.argument("id")
+@click.option(
+    "--root", "root", required=True, metavar="ROOT_ID", help="The root promise to resume."
+)
+@_recv_option
+@_deadline_options("Deadline of the callback")
+@_fence_option
+@_json_option
+@click.pass_context
+@_client_command
+def callback(
+    ctx: click.Context,
+    id: str,
+    root: str,
+    recv: str,
+    timeout: int | None,
+    timeout_at: int | None,
+    fence: Fence | None,
+    as_json: bool,
+) -> None:
+    """Register a callback: when promise ID completes, a resume task for ROOT_ID is sent to
+    RECV.
+
+    Exactly one of --timeout and --timeout-at is required. If promise ID is already
+    completed (or the callback exists) nothing is registered and the promise is shown.
+    """
+    deadline = _deadline(timeout, timeout_at)
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        result = client.register_callback(
+            id, root_promise_id=root, timeout=deadline, recv=recv, fence=fence
+        )
+    _show_callback(settings, result)
+
+
+@promises.command()
+@click.argument("id")
+@click.option(
+    "--subscription-id",
+    "subscription_id",
+    required=True,
+    metavar="SID",
+    help="Name of the subscription (one per SID and promise).",
+)
+@_recv_option
+@_deadline_options("Deadline of the subscription")
+@_json_option
+@click.pass_context
+@_client_command
+def subscribe(
+    ctx: click.Context,
+    id: str,
+    subscription_id: str,
+    recv: str,
+    timeout: int | None,
+    timeout_at: int | None,
+    as_json: bool,
+) -> None:
+    """Subscribe RECV to promise ID: a notify message is sent there when it completes.
+
+    Exactly one of --timeout and --timeout-at is required. If promise ID is already
+    completed (or the subscription exists) nothing is registered and the promise is shown.
+    """
+    deadline = _deadline(timeout, timeout_at)
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        result = client.subscribe(id, id=subscription_id, timeout=deadline, recv=recv)
+    _show_callback(settings, result)
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+
+@main.group()
+@_connection_options
+@click.pass_context
+def tasks(
+    ctx: click.Context, url: str, as_json: bool, token: str | None, http_timeout: float
+) -> None:
+    """Drive a worker by hand: listen for tasks, claim, complete, drop, heartbeat."""
+    _set_settings(ctx, url, as_json, token, http_timeout)
+
+
+@tasks.command()
+@click.argument("id")
+@click.argument("counter", type=click.IntRange(min=0))
+@_process_id_option
+@_ttl_option("Lease of the claim; renew it with `troth tasks heartbeat`")
+@_json_option
+@click.pass_context
+@_client_command
+def claim(
+    ctx: click.Context, id: str, counter: int, process_id: str, ttl: int, as_json: bool
+) -> None:
+    """Claim task ID at COUNTER (from the message) and show its promises.
+
+    An invoke task shows its root promise (run it); a resume task also the leaf promise
+    that completed. Fails with 4030x when the task is claimed, completed, or at another
+    counter, 40403 when there is no such task.
+    """
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        claimed = client.claim_task(id, counter, process_id=process_id, ttl=ttl)
+    _show_claim(settings, id, counter, claimed)
+
+
+def _show_claim(settings: _Settings, id: str, counter: int, claimed: ClaimedTask) -> None:
+    if settings.json:
+        _print_json(claimed)
+        return
+    console = _console()
+    line = Text("claimed ")
+    line.append(claimed.type.value, style="bold cyan")
+    line.append(" task ")
+    line.append(id, style="bold")
+    line.append(f" counter {counter}")
+    console.print(line)
+    console.print(render_promise(claimed.root, "root promise"))
+    if claimed.leaf is not None:
+        console.print(render_promise(claimed.leaf, "leaf promise"))
+
+
+def _task_ref_command(name: str, summary: str) -> None:
+    @tasks.command(name=name, help=summary)
+    @click.argument("id")
+    @click.argument("counter", type=click.IntRange(min=0))
+    @_json_option
+    @click.pass_context
+    @_client_command
+    def command(ctx: click.Context, id: str, counter: int, as_json: bool) -> None:
+        settings = _settings(ctx, as_json)
+        with _client(settings) as client:
+            act = client.complete_task if name == "complete" else client.drop_task
+            task = act(id, counter)
+        if settings.json:
+            _print_json(task)
+        else:
+            _console().print(render_task(task))
+
+
+_task_ref_command(
+    "complete",
+    "Complete claimed task ID at COUNTER (after resolving its promise).\n\n"
+    "A task already completed or timed out is shown as it is (exit 0).",
+)
+_task_ref_command(
+    "drop",
+    "Give claimed task ID at COUNTER back: it goes back to the queue with counter + 1 and "
+    "is dispatched again.",
+)
+
+
+@tasks.command(name="heartbeat")
+@_process_id_option
+@_json_option
+@click.pass_context
+@_client_command
+def tasks_heartbeat(ctx: click.Context, process_id: str, as_json: bool) -> None:
+    """Renew the lease of every task claimed by --process-id; show how many."""
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        n = client.heartbeat_tasks(process_id)
+    if settings.json:
+        _print_json({"tasksAffected": n})
+    else:
+        click.echo(f"{n} task{'s' if n != 1 else ''} renewed")
+
+
+@tasks.command()
+@click.argument("group")
+@click.argument("id")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after N messages (exit 1 if the stream ends before).",
+)
+@click.option(
+    "--idle-timeout",
+    "idle_timeout",
+    type=DURATION,
+    help="Fail (exit 1) when the server sends nothing, not even a keep-alive, for this long.",
+)
+@_json_option
+@click.pass_context
+@_client_command
+def listen(
+    ctx: click.Context,
+    group: str,
+    id: str,
+    count: int | None,
+    idle_timeout: int | None,
+    as_json: bool,
+) -> None:
+    """Connect as worker ID of GROUP (GET /poll/GROUP/ID) and print each message.
+
+    One line per message: invoke and resume messages name the task and counter to claim,
+    notify messages the completed promise. With --json each message is printed as its JSON
+    document, one per line. Runs until Ctrl-C (exit 0), --count messages, or the server
+    closes the stream (a newer stream for the same ID replaces this one).
+    """
+    settings = _settings(ctx, as_json)
+    seen = 0
+    read_timeout = None if idle_timeout is None else idle_timeout / 1000
+    try:
+        with _client(settings) as client:
+            source: Generator[str, None, None] | Generator[Message, None, None] = (
+                client.listen_raw(group, id, read_timeout=read_timeout)
+                if settings.json
+                else client.listen(group, id, read_timeout=read_timeout)
+            )
+            with contextlib.closing(source):
+                for item in source:
+                    seen += 1
+                    if isinstance(item, str):
+                        # the server's JSON as sent; a newline in JSON is whitespace
+                        click.echo(item.replace("\n", " "))
+                    else:
+                        _console().print(render_message(item), soft_wrap=True)
+                        sys.stdout.flush()
+                    if count is not None and seen >= count:
+                        return
+    except KeyboardInterrupt:
+        return
+    if count is not None:
+        raise TrothError(
+            f"the server closed the stream /poll/{group}/{id} after {seen} of {count} messages",
+            code=50300,
+        )
+
+
+# -- locks -------------------------------------------------------------------------------
+
+
+@main.group()
+@_connection_options
+@click.pass_context
+def locks(
+    ctx: click.Context, url: str, as_json: bool, token: str | None, http_timeout: float
+) -> None:
+    """Acquire, release and renew distributed locks."""
+    _set_settings(ctx, url, as_json, token, http_timeout)
+
+
+@locks.command()
+@click.argument("resource_id")
+@click.argument("execution_id")
+@_process_id_option
+@_ttl_option("How long the lock is held unless renewed with `troth locks heartbeat`")
+@_json_option
+@click.pass_context
+@_client_command
+def acquire(
+    ctx: click.Context,
+    resource_id: str,
+    execution_id: str,
+    process_id: str,
+    ttl: int,
+    as_json: bool,
+) -> None:
+    """Take the lock on RESOURCE_ID for EXECUTION_ID and show it.
+
+    Taking it again for the same EXECUTION_ID renews it; while another execution holds it
+    this fails with error 40305.
+    """
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        lock = client.acquire_lock(resource_id, execution_id, process_id, ttl)
+    if settings.json:
+        _print_json(lock)
+    else:
+        _console().print(render_lock(lock))
+
+
+@locks.command()
+@click.argument("resource_id")
+@click.argument("execution_id")
+@_json_option
+@click.pass_context
+@_client_command
+def release(ctx: click.Context, resource_id: str, execution_id: str, as_json: bool) -> None:
+    """Release the lock on RESOURCE_ID held by EXECUTION_ID (error 40402 if it is not)."""
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        client.release_lock(resource_id, execution_id)
+    if settings.json:
+        _print_json({"resourceId": resource_id, "executionId": execution_id})
+    else:
+        click.echo(f"released {resource_id} (execution {execution_id})")
+
+
+@locks.command(name="heartbeat")
+@_process_id_option
+@_json_option
+@click.pass_context
+@_client_command
+def locks_heartbeat(ctx: click.Context, process_id: str, as_json: bool) -> None:
+    """Renew every lock held by --process-id; show how many."""
+    settings = _settings(ctx, as_json)
+    with _client(settings) as client:
+        n = client.heartbeat_locks(process_id)
+    if settings.json:
+        _print_json({"locksAffected": n})
+    else:
+        click.echo(f"{n} lock{'s' if n != 1 else ''} renewed")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,6 +85,18 @@ def test_commands_are_the_documented_set() -> None:
         "promises reject",
         "promises cancel",
         "promises wait",
+        "promises callback",
+        "promises subscribe",
+        "tasks",
+        "tasks claim",
+        "tasks complete",
+        "tasks drop",
+        "tasks heartbeat",
+        "tasks listen",
+        "locks",
+        "locks acquire",
+        "locks release",
+        "locks heartbeat",
     }
 
 
