@@ -544,6 +544,17 @@ def main() -> None:
     help="Base URL workers reach this server at, for the links in task messages "
     "[default: http://HOST:PORT].",
 )
+@click.option(
+    "--receiver",
+    "receivers",
+    multiple=True,
+    metavar="NAME=RECV",
+    envvar="TROTH_RECEIVERS",
+    show_envvar=True,
+    help="A logical receiver name usable as recv, e.g. mailers=poll://any@mailers or "
+    "hooks=https://example.com/in (repeatable; the env var takes a space-separated list). "
+    "'default' is poll://any@default unless given.",
+)
 def serve(
     host: str,
     port: int,
@@ -551,11 +562,26 @@ def serve(
     log_level: str,
     poll_port: int | None,
     public_url: str | None,
+    receivers: tuple[str, ...],
 ) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
+    from troth.errors import ValidationError
+    from troth.recv import parse_recv
     from troth.server.main import serve as run_server
 
     extra: dict[str, Any] = {}
+    named: dict[str, str] = {}
+    for item in receivers:
+        name, sep, target = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValidationError("expected NAME=RECV")
+            parse_recv(target, "--receiver", {})
+        except ValidationError as exc:
+            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint="--receiver") from None
+        named[name] = target
+    if named:
+        extra["receivers"] = named
     if poll_port is not None:
         extra["poll_port"] = poll_port
     if public_url is not None:

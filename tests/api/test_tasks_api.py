@@ -394,3 +394,24 @@ async def test_locks(world: World) -> None:
     release = {"resourceId": "r", "executionId": "e2"}
     assert (await w.http.post("/locks/release", json=release)).status_code == 204
     assert (await w.http.post("/locks/release", json=release)).status_code == 404
+
+
+async def test_logical_receiver_names(clock: FakeClock) -> None:
+    streams = StreamRegistry()
+    engine = Engine(
+        MemoryStore(),
+        clock,
+        delivery=Delivery(streams),
+        receivers={"mailers": "poll://any@mailers"},
+    )
+    await engine.open()
+    try:
+        conn = streams.connect("mailers", "m1")
+        await engine.create_promise("mail/1", FAR, tags={"resonate:invoke": "mailers"})
+        await engine.create_promise("mail/2", FAR, tags={"resonate:invoke": "default"})
+        assert engine.dispatcher is not None
+        await engine.dispatcher.dispatch()
+        assert [m["task"]["id"] for m in messages(conn)] == ["__invoke:mail/1"]
+        assert (await engine.get_task("__invoke:mail/2")).recv.group == "default"
+    finally:
+        await engine.stop()

@@ -450,3 +450,10 @@ def test_format_helpers() -> None:
     assert cli.format_data(b"\xff") == "base64:/w=="
     assert cli.format_data(b"\x1b[31m") == repr("\x1b[31m")
     assert cli.format_data(None) == ""
+
+
+@pytest.mark.parametrize("receiver", ["bogus", "=poll://any@g", "x=ftp://a", "x=poll://uni@g"])
+def test_serve_rejects_bad_receivers(receiver: str) -> None:
+    result = run(None, "serve", "--receiver", receiver)
+    assert result.exit_code == 2
+    assert "--receiver" in result.output
