@@ -454,6 +454,6 @@ def test_format_helpers() -> None:
 
 @pytest.mark.parametrize("receiver", ["bogus", "=poll://any@g", "x=ftp://a", "x=poll://uni@g"])
 def test_serve_rejects_bad_receivers(receiver: str) -> None:
-    result = run(None, "serve", "--receiver", receiver)
+    result = CliRunner().invoke(cli.main, ["serve", "--receiver", receiver])
     assert result.exit_code == 2
     assert "--receiver" in result.output
