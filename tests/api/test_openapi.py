@@ -7,14 +7,21 @@ document gives for that status. Bodies are validated strictly: an object schema 
 ``properties`` accepts no other members here, so an undocumented new field also fails.
 Bodies are checked with ``OAS31Validator`` (jsonschema with the OpenAPI 3.1 dialect), refs
 resolved through a ``referencing`` registry holding the whole document.
+
+The task framework routes are driven on an engine with a dispatcher and a fake delivery
+(worker streams in memory, HTTP pushes recorded), as in ``test_tasks_api``; the messages the
+dispatcher sends are validated against the document's ``StreamMessage`` too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import importlib.metadata
+import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -27,8 +34,12 @@ from starlette.routing import Route
 
 from troth.clock import FakeClock
 from troth.engine import Engine
+from troth.engine.dispatch import TaskSettings
+from troth.model import Recv
 from troth.server import create_app
 from troth.server.openapi import openapi_document
+from troth.server.stream import StreamConn, StreamRegistry
+from troth.store.memory import MemoryStore
 
 DOC_URI = "urn:troth:openapi"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -73,16 +84,28 @@ class Doc:
             node = self.doc
             for part in pointer.split("/")[1:]:
                 node = node[part.replace("~1", "/").replace("~0", "~")]
+        if "content" not in node:  # documented without a body (204)
+            assert resp.content == b"", (path, method, status, resp.content)
+            return None
         content_type = resp.headers["content-type"].split(";")[0]
         assert content_type in node["content"], (path, method, status, content_type)
-        schema_ref = f"{DOC_URI}#{pointer}/content/{_escape(content_type)}/schema"
-        validator = OAS31Validator({"$ref": schema_ref}, registry=self.registry)
+        if content_type != "application/json":
+            return resp.text  # a stream: its events are checked with ``validate``
         body = resp.json()
-        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
-        assert not errors, "\n".join(
-            f"{method.upper()} {path} {status}: {e.message} at {list(e.path)}" for e in errors
+        self.validate(
+            body,
+            f"#{pointer}/content/{_escape(content_type)}/schema",
+            f"{method.upper()} {path} {status}",
         )
         return body
+
+    def validate(self, value: Any, ref: str, what: str = "") -> None:
+        """Assert ``value`` matches the schema at ``ref`` (a ``#/...`` pointer), strictly."""
+        validator = OAS31Validator({"$ref": f"{DOC_URI}{ref}"}, registry=self.registry)
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+        assert not errors, "\n".join(
+            f"{what or ref}: {e.message} at {list(e.path)}" for e in errors
+        )
 
 
 def _escape(path: str) -> str:
@@ -146,10 +169,41 @@ def test_operations_are_complete() -> None:
             assert op["summary"] and op["description"], (path, method)
             codes = set(op["responses"])
             assert "500" in codes, (path, method)
-            for code in codes - {"200", "201"}:
-                assert op["responses"][code] == {"$ref": f"#/components/responses/E{code}"}
+            for code in codes - {"200", "201", "204"}:
+                # E<status> or a variant of it (E403Task), which must exist
+                ref = op["responses"][code]["$ref"]
+                assert re.fullmatch(rf"#/components/responses/E{code}[A-Z]?[a-z]*", ref), ref
+                assert ref.rsplit("/", 1)[1] in doc["components"]["responses"]
     assert len(ids) == len(set(ids))
-    assert "/" in doc["components"]["parameters"]["PromiseId"]["description"]
+    params = doc["components"]["parameters"]
+    assert "/" in params["PromiseId"]["description"]
+    assert "/" in params["TaskPath"]["description"]
+    for path in ("/promises", "/promises/{id}", "/promises/callback/{id}", "/callbacks"):
+        item = doc["paths"][path]
+        op = item.get("post") or item["patch"]
+        assert {"$ref": "#/components/parameters/TaskId"} in op["parameters"], path
+        assert {"$ref": "#/components/parameters/TaskCounter"} in op["parameters"], path
+        assert "412" in op["responses"], path
+    for word in ("INIT", "ENQUEUED", "CLAIMED", "COMPLETED", "TIMEDOUT", "counter", "lease"):
+        assert word in doc["info"]["description"], word
+
+
+def test_recv_schema_accepts_every_form() -> None:
+    """``recv`` is a string, a poll object or an http object; the response form too."""
+    d = Doc(openapi_document())
+    for recv in (
+        "poll://any@g",
+        "default",
+        {"type": "poll", "data": {"group": "g"}},
+        {"type": "poll", "data": {"group": "g", "id": "w", "mode": "uni"}},
+        {"type": "http", "data": {"url": "https://x.example/in", "headers": {"a": "b"}}},
+    ):
+        d.validate(recv, "#/components/schemas/Recv", str(recv))
+    for bad in (7, {"type": "poll", "data": {}}, {"type": "ftp", "data": {"url": "x"}}):
+        with pytest.raises(AssertionError):
+            d.validate(bad, "#/components/schemas/Recv")
+    with pytest.raises(AssertionError):
+        d.validate("poll://any@g", "#/components/schemas/RecvObject")
 
 
 async def test_responses_match_the_document(
@@ -283,3 +337,424 @@ async def test_drift_is_caught(http: httpx.AsyncClient, clock: FakeClock) -> Non
     wrong_error["components"]["schemas"]["Error"]["properties"]["error"]["required"].append("x")
     with pytest.raises(AssertionError):
         Doc(wrong_error).check(resp, "/promises/{id}", "get")
+
+
+# -- the task framework --------------------------------------------------------------------
+
+FAR = 2**63 - 1
+MESSAGE = "#/components/schemas/StreamMessage"
+
+
+class Delivery:
+    """Worker streams as in the server; HTTP pushes recorded (as in ``test_tasks_api``)."""
+
+    def __init__(self, streams: StreamRegistry) -> None:
+        self.streams = streams
+        self.pushed: list[dict[str, Any]] = []
+
+    def stream_for(self, recv: Recv) -> StreamConn | None:
+        return self.streams.stream_for(recv)
+
+    async def push(self, recv: Recv, message: bytes) -> bool:
+        self.pushed.append(json.loads(message))
+        return True
+
+
+class Tasks:
+    """An app whose engine dispatches tasks, driven step by step with a fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.streams = StreamRegistry()
+        self.delivery = Delivery(self.streams)
+        self.engine = Engine(
+            MemoryStore(),
+            clock,
+            delivery=self.delivery,
+            task_settings=TaskSettings(base_url="http://troth"),
+        )
+        self.app = create_app(self.engine, manage=False, streams=self.streams)
+        self.http: httpx.AsyncClient
+
+    async def step(self) -> None:
+        """One dispatcher round, and let HTTP pushes finish."""
+        assert self.engine.dispatcher is not None
+        await self.engine.dispatcher.advance()
+        await self.engine.dispatcher.dispatch()
+        for push in list(self.engine.dispatcher._pushes):
+            await push
+
+
+@pytest.fixture
+async def tasks(clock: FakeClock) -> AsyncIterator[Tasks]:
+    t = Tasks(clock)
+    await t.engine.open()
+    transport = httpx.ASGITransport(app=t.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://troth") as http:
+        t.http = http
+        yield t
+    await t.engine.stop()
+
+
+def _messages(doc: Doc, conn: StreamConn) -> list[dict[str, Any]]:
+    """The messages queued on a stream, each validated against the document."""
+    out = []
+    while not conn.queue.empty():
+        raw = conn.queue.get_nowait()
+        assert raw is not None
+        message = json.loads(raw)
+        doc.validate(message, MESSAGE, "stream message")
+        out.append(message)
+    return out
+
+
+async def test_task_responses_match_the_document(doc: Doc, tasks: Tasks) -> None:
+    t, http = tasks, tasks.http
+    P, ITEM = "/promises", "/promises/{id}"
+    CLAIM, COMPLETE, DROP, BEAT = (
+        "/tasks/claim",
+        "/tasks/complete",
+        "/tasks/drop",
+        "/tasks/heartbeat",
+    )
+    conn = t.streams.connect("g", "w1")
+
+    # create with an invoke tag -> dispatch -> invoke message on the stream
+    body = {"id": "job/1", "timeout": FAR, "tags": {"resonate:invoke": "poll://any@g/w1"}}
+    resp = await http.post(P, json=body)
+    assert resp.status_code == 201
+    doc.check(resp, P, "post")
+    await t.step()
+    [msg] = _messages(doc, conn)
+    task = msg["task"]
+    assert (msg["type"], task["state"], task["counter"]) == ("invoke", "ENQUEUED", 1)
+    id = task["id"]
+
+    # claim: 201, 403 claimed (40306), 403 stale counter (40308), 404 (40403), 400
+    claim = {"id": id, "counter": 1, "processId": "w1", "ttl": 30_000}
+    resp = await http.post(CLAIM, json=claim)
+    assert resp.status_code == 201, resp.text
+    claimed = doc.check(resp, CLAIM, "post")
+    assert claimed["promises"]["root"]["data"]["state"] == "PENDING"
+    assert "leaf" not in claimed["promises"]
+    for bad, code in (({**claim}, 40306), ({**claim, "counter": 9}, 40308)):
+        resp = await http.post(CLAIM, json=bad)
+        assert resp.status_code == 403
+        assert doc.check(resp, CLAIM, "post")["error"]["code"] == code
+    resp = await http.post(CLAIM, json={**claim, "id": "nope"})
+    assert resp.status_code == 404
+    assert doc.check(resp, CLAIM, "post")["error"]["code"] == 40403
+    resp = await http.post(CLAIM, json={**claim, "ttl": "long"})
+    assert resp.status_code == 400
+    doc.check(resp, CLAIM, "post")
+
+    # heartbeat; fenced writes: 412 wrong counter, 400 half a fence, 201 with the fence
+    resp = await http.post(BEAT, json={"processId": "w1"})
+    assert doc.check(resp, BEAT, "post") == {"tasksAffected": 1}
+    resp = await http.post(BEAT, json={})
+    assert resp.status_code == 400
+    doc.check(resp, BEAT, "post")
+    wrong = {"Task-Id": id, "Task-Counter": "2"}
+    resp = await http.patch("/promises/job/1", json={"state": "RESOLVED"}, headers=wrong)
+    assert resp.status_code == 412
+    assert doc.check(resp, ITEM, "patch")["error"]["code"] == 41200
+    resp = await http.post(P, json={"id": "job/1.c", "timeout": FAR}, headers=wrong)
+    assert resp.status_code == 412
+    doc.check(resp, P, "post")
+    resp = await http.post(P, json={"id": "job/1.c", "timeout": FAR}, headers={"Task-Id": id})
+    assert resp.status_code == 400
+    doc.check(resp, P, "post")
+    fence = {"Task-Id": id, "Task-Counter": "1"}
+    resp = await http.post(P, json={"id": "job/1.c", "timeout": FAR}, headers=fence)
+    assert resp.status_code == 201
+    doc.check(resp, P, "post")
+
+    # callback on the child, fenced: 201, 200 (exists), 412, 404, 400 (bad recv)
+    CB = "/promises/callback/{id}"
+    cb_body = {"rootPromiseId": "job/1", "timeout": FAR, "recv": "poll://any@g"}
+    resp = await http.post("/promises/callback/job/1.c", json=cb_body, headers=fence)
+    assert resp.status_code == 201, resp.text
+    registered = doc.check(resp, CB, "post")
+    assert registered["callback"]["id"] == "__resume:job/1:job/1.c"
+    resp = await http.post("/promises/callback/job/1.c", json=cb_body)
+    assert resp.status_code == 200
+    assert doc.check(resp, CB, "post")["callback"] is None
+    resp = await http.post("/promises/callback/job/1.c", json=cb_body, headers=wrong)
+    assert resp.status_code == 412
+    doc.check(resp, CB, "post")
+    resp = await http.post("/promises/callback/none", json=cb_body)
+    assert resp.status_code == 404
+    doc.check(resp, CB, "post")
+    resp = await http.post("/promises/callback/job/1.c", json={**cb_body, "recv": "ftp://x"})
+    assert resp.status_code == 400
+    doc.check(resp, CB, "post")
+
+    # complete the invoke task (201), then the child resolves -> resume with a leaf
+    resp = await http.post(COMPLETE, json={"id": id, "counter": 1})
+    assert resp.status_code == 201
+    done = doc.check(resp, COMPLETE, "post")
+    assert done["state"] == "COMPLETED" and "completedOn" in done
+    resp = await http.post(COMPLETE, json={"id": id, "counter": 1})
+    assert resp.status_code == 200
+    doc.check(resp, COMPLETE, "post")
+    resp = await http.post(COMPLETE, json={"id": "nope", "counter": 1})
+    assert resp.status_code == 404
+    doc.check(resp, COMPLETE, "post")
+    resp = await http.patch("/promises/job/1.c", json={"state": "RESOLVED"})
+    assert resp.status_code == 201
+    await t.step()
+    [msg] = _messages(doc, conn)
+    assert msg["type"] == "resume" and msg["task"]["leafPromiseId"] == "job/1.c"
+    resume = msg["task"]["id"]
+
+    # complete 403 (40309 not claimed), GET claim 201 with leaf, GET forms
+    resp = await http.post(COMPLETE, json={"id": resume, "counter": 1})
+    assert resp.status_code == 403
+    assert doc.check(resp, COMPLETE, "post")["error"]["code"] == 40309
+    GCLAIM, GCOMPLETE = "/tasks/claim/{rest}", "/tasks/complete/{rest}"
+    GDROP, GBEAT = "/tasks/drop/{rest}", "/tasks/heartbeat/{rest}"
+    resp = await http.get(f"/tasks/claim/{resume}/1")
+    assert resp.status_code == 201, resp.text
+    assert doc.check(resp, GCLAIM, "get")["promises"]["leaf"]["id"] == "job/1.c"
+    resp = await http.get(f"/tasks/claim/{resume}/1")
+    assert resp.status_code == 403
+    doc.check(resp, GCLAIM, "get")
+    resp = await http.get("/tasks/claim/nope/1")
+    assert resp.status_code == 404
+    doc.check(resp, GCLAIM, "get")
+    resp = await http.get("/tasks/claim/no-counter")
+    assert resp.status_code == 400
+    doc.check(resp, GCLAIM, "get")
+    resp = await http.get(f"/tasks/heartbeat/{resume}/1")
+    assert doc.check(resp, GBEAT, "get") == {"tasksAffected": 1}
+    resp = await http.get("/tasks/heartbeat/x")
+    assert resp.status_code == 400
+    doc.check(resp, GBEAT, "get")
+
+    # drop: 403 stale counter, 201 (INIT, counter + 1), 200 (not claimed), 404; POST and GET
+    resp = await http.get(f"/tasks/drop/{resume}/7")
+    assert resp.status_code == 403
+    assert doc.check(resp, GDROP, "get")["error"]["code"] == 40308
+    resp = await http.get(f"/tasks/drop/{resume}/1")
+    assert resp.status_code == 201
+    dropped = doc.check(resp, GDROP, "get")
+    assert (dropped["state"], dropped["counter"]) == ("INIT", 2)
+    resp = await http.post(DROP, json={"id": resume, "counter": 2})
+    assert resp.status_code == 200
+    doc.check(resp, DROP, "post")
+    resp = await http.post(DROP, json={"id": "nope", "counter": 1})
+    assert resp.status_code == 404
+    doc.check(resp, DROP, "post")
+    resp = await http.get("/tasks/drop/nope/1")
+    assert resp.status_code == 404
+    doc.check(resp, GDROP, "get")
+    await t.step()
+    [msg] = _messages(doc, conn)
+    assert msg["task"]["counter"] == 2
+    claim2 = {"id": resume, "counter": 2, "processId": "w1", "ttl": 1000}
+    resp = await http.post(CLAIM, json=claim2)
+    assert resp.status_code == 201
+    resp = await http.post(DROP, json={"id": resume, "counter": 1})
+    assert resp.status_code == 403
+    doc.check(resp, DROP, "post")
+    resp = await http.post(DROP, json={"id": resume, "counter": 2})
+    assert resp.status_code == 201
+    doc.check(resp, DROP, "post")
+    await t.step()
+    _messages(doc, conn)
+    resp = await http.get(f"/tasks/claim/{resume}/3")
+    assert resp.status_code == 201
+    resp = await http.get(f"/tasks/complete/{resume}/3")
+    assert resp.status_code == 201
+    doc.check(resp, GCOMPLETE, "get")
+    resp = await http.get(f"/tasks/complete/{resume}/3")
+    assert resp.status_code == 200
+    doc.check(resp, GCOMPLETE, "get")
+    resp = await http.get(f"/tasks/complete/{resume}/1")  # completed: 200 whatever the counter
+    assert resp.status_code == 200
+    resp = await http.get("/tasks/complete/nope/1")
+    assert resp.status_code == 404
+    doc.check(resp, GCOMPLETE, "get")
+    resp = await http.post(COMPLETE, json={"id": "x"})
+    assert resp.status_code == 400
+    doc.check(resp, COMPLETE, "post")
+
+    # 403 40307: claiming a completed task
+    resp = await http.post(CLAIM, json={**claim2, "counter": 3})
+    assert resp.status_code == 403
+    assert doc.check(resp, CLAIM, "post")["error"]["code"] == 40307
+
+
+async def test_callback_routes_match_the_document(doc: Doc, tasks: Tasks) -> None:
+    t, http = tasks, tasks.http
+    SUB = "/promises/subscribe/{id}"
+    await http.post("/promises", json={"id": "watched", "timeout": FAR})
+
+    # subscribe: 201 (http recv object with headers), 200 exists, 404, 400
+    recv = {"type": "http", "data": {"url": "http://hooks.example/in", "headers": {"a": "b"}}}
+    sub = {"id": "s1", "timeout": FAR, "recv": recv}
+    resp = await http.post("/promises/subscribe/watched", json=sub)
+    assert resp.status_code == 201, resp.text
+    assert doc.check(resp, SUB, "post")["callback"]["recv"] == recv
+    resp = await http.post("/promises/subscribe/watched", json=sub)
+    assert resp.status_code == 200
+    doc.check(resp, SUB, "post")
+    resp = await http.post("/promises/subscribe/none", json=sub)
+    assert resp.status_code == 404
+    doc.check(resp, SUB, "post")
+    resp = await http.post("/promises/subscribe/watched", json={**sub, "recv": 7})
+    assert resp.status_code == 400
+    doc.check(resp, SUB, "post")
+
+    # legacy aliases, with the uni poll object form and the default receiver
+    legacy = {
+        "promiseId": "watched",
+        "rootPromiseId": "root",
+        "timeout": FAR,
+        "recv": {"type": "poll", "data": {"group": "g", "id": "w", "mode": "uni"}},
+    }
+    resp = await http.post("/callbacks", json=legacy)
+    assert resp.status_code == 201, resp.text
+    cb = doc.check(resp, "/callbacks", "post")["callback"]
+    assert cb["rootPromiseId"] == "root" and cb["recv"]["data"]["mode"] == "uni"
+    resp = await http.post("/callbacks", json=legacy)
+    assert resp.status_code == 200
+    doc.check(resp, "/callbacks", "post")
+    resp = await http.post("/callbacks", json={**legacy, "promiseId": "none"})
+    assert resp.status_code == 404
+    doc.check(resp, "/callbacks", "post")
+    fenced = {"Task-Id": "__invoke:nope", "Task-Counter": "1"}
+    resp = await http.post("/callbacks", json=legacy, headers=fenced)
+    assert resp.status_code == 412
+    doc.check(resp, "/callbacks", "post")
+    resp = await http.post("/callbacks", json={"promiseId": "watched"})
+    assert resp.status_code == 400
+    doc.check(resp, "/callbacks", "post")
+    legacy_sub = {"id": "s2", "promiseId": "watched", "timeout": FAR}  # recv: default
+    resp = await http.post("/subscriptions", json=legacy_sub)
+    assert resp.status_code == 201
+    sub_cb = doc.check(resp, "/subscriptions", "post")["callback"]
+    assert sub_cb["recv"] == {"type": "poll", "data": {"group": "default"}}
+    assert "rootPromiseId" not in sub_cb
+    resp = await http.post("/subscriptions", json=legacy_sub)
+    assert resp.status_code == 200
+    doc.check(resp, "/subscriptions", "post")
+    resp = await http.post("/subscriptions", json={**legacy_sub, "promiseId": "none"})
+    assert resp.status_code == 404
+    doc.check(resp, "/subscriptions", "post")
+
+    # completion: the notify push is a documented message; on a completed promise -> 200
+    await http.patch("/promises/watched", json={"state": "RESOLVED"})
+    await t.step()
+    assert [m["type"] for m in t.delivery.pushed] == ["notify"]
+    for message in t.delivery.pushed:
+        doc.validate(message, MESSAGE, "pushed message")
+    resp = await http.post("/promises/subscribe/watched", json={**sub, "id": "late"})
+    assert resp.status_code == 200
+    assert doc.check(resp, SUB, "post")["callback"] is None
+
+
+async def test_promise_and_task_and_locks_match_the_document(doc: Doc, tasks: Tasks) -> None:
+    http = tasks.http
+    PT = "/promises/task"
+    body = {
+        "promise": {"id": "pt", "timeout": FAR, "param": {"data": _b64("x")}, "tags": {"a": "b"}},
+        "task": {"processId": "me", "ttl": 10_000},
+    }
+    resp = await http.post(PT, json=body, headers={"Idempotency-Key": "k"})
+    assert resp.status_code == 201, resp.text
+    created = doc.check(resp, PT, "post")
+    assert created["task"]["state"] == "CLAIMED" and created["task"]["processId"] == "me"
+    resp = await http.post(PT, json=body, headers={"Idempotency-Key": "k"})
+    assert resp.status_code == 200
+    assert doc.check(resp, PT, "post")["task"] is None
+    resp = await http.post(PT, json=body)
+    assert resp.status_code == 409
+    doc.check(resp, PT, "post")
+    resp = await http.post(PT, json={"promise": body["promise"]})
+    assert resp.status_code == 400
+    doc.check(resp, PT, "post")
+
+    ACQ, REL, LBEAT = "/locks/acquire", "/locks/release", "/locks/heartbeat"
+    a = {"resourceId": "r", "executionId": "e1", "processId": "p1", "ttl": 1000}
+    resp = await http.post(ACQ, json=a)
+    assert resp.status_code == 201
+    assert doc.check(resp, ACQ, "post")["executionId"] == "e1"
+    resp = await http.post(ACQ, json={**a, "executionId": "e2"})
+    assert resp.status_code == 403
+    assert doc.check(resp, ACQ, "post")["error"]["code"] == 40305
+    resp = await http.post(ACQ, json={**a, "ttl": -1})
+    assert resp.status_code == 400
+    doc.check(resp, ACQ, "post")
+    resp = await http.post(LBEAT, json={"processId": "p1"})
+    assert doc.check(resp, LBEAT, "post") == {"locksAffected": 1}
+    resp = await http.post(LBEAT, json={"processId": 1})
+    assert resp.status_code == 400
+    doc.check(resp, LBEAT, "post")
+    release = {"resourceId": "r", "executionId": "e1"}
+    resp = await http.post(REL, json=release)
+    assert resp.status_code == 204
+    assert doc.check(resp, REL, "post") is None
+    resp = await http.post(REL, json=release)
+    assert resp.status_code == 404
+    assert doc.check(resp, REL, "post")["error"]["code"] == 40402
+    resp = await http.post(REL, json={"resourceId": "r"})
+    assert resp.status_code == 400
+    doc.check(resp, REL, "post")
+
+
+async def test_worker_stream_is_documented(doc: Doc, tasks: Tasks) -> None:
+    t, http = tasks, tasks.http
+    POLL = "/poll/{group}/{id}"
+    assert "text/event-stream" in doc.doc["paths"][POLL]["get"]["responses"]["200"]["content"]
+
+    async def connect() -> httpx.Response:
+        return await http.get("/poll/g/a/b")  # the worker id may contain "/"
+
+    # ASGITransport buffers the whole body: close the stream once it is connected.
+    pending = asyncio.create_task(connect())
+    for _ in range(1000):
+        if len(t.streams):
+            break
+        await asyncio.sleep(0.001)
+    conn = t.streams.stream_for(Recv(type="poll", group="g", id="a/b", mode="uni"))
+    assert conn is not None
+    conn.send(b'{"type":"notify"}')
+    t.streams.close_all()
+    resp = await asyncio.wait_for(pending, 5)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    text = doc.check(resp, POLL, "get")
+    assert text.startswith(": connected") and 'data: {"type":"notify"}' in text
+
+    resp = await http.get("/poll/g/")
+    assert resp.status_code == 400
+    doc.check(resp, POLL, "get")
+
+
+async def test_task_drift_is_caught(tasks: Tasks) -> None:
+    """Tampered task-framework schemas must reject the real responses."""
+    http = tasks.http
+    body = {"promise": {"id": "d", "timeout": FAR}, "task": {"processId": "p", "ttl": 1000}}
+    headers = {"Idempotency-Key": "k"}
+    created = await http.post("/promises/task", json=body, headers=headers)
+    assert created.status_code == 201
+    deduplicated = await http.post("/promises/task", json=body, headers=headers)
+    assert deduplicated.status_code == 200
+    no_counter = copy.deepcopy(openapi_document())
+    del no_counter["components"]["schemas"]["Task"]["properties"]["counter"]
+    with pytest.raises(AssertionError):
+        Doc(no_counter).check(created, "/promises/task", "post")
+    never_null = copy.deepcopy(openapi_document())
+    never_null["components"]["schemas"]["PromiseAndTask"]["properties"]["task"] = {
+        "$ref": "#/components/schemas/Task"
+    }
+    Doc(never_null).check(created, "/promises/task", "post")
+    with pytest.raises(AssertionError):
+        Doc(never_null).check(deduplicated, "/promises/task", "post")
+    resp = await http.post("/locks/release", json={"resourceId": "r", "executionId": "e"})
+    assert resp.status_code == 404
+    wrong_status = copy.deepcopy(openapi_document())
+    del wrong_status["paths"]["/locks/release"]["post"]["responses"]["404"]
+    with pytest.raises(AssertionError):
+        Doc(wrong_status).check(resp, "/locks/release", "post")

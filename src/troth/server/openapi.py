@@ -1,11 +1,15 @@
-"""OpenAPI 3.1 document of the HTTP API (API.md sections 0 and 1), served at ``/openapi.json``.
+"""OpenAPI 3.1 document of the HTTP API (API.md sections 0, 1, 2, 3 and 5), served at
+``/openapi.json``.
 
 Body schemas are derived from the msgspec structs the server really encodes and decodes
-(``Promise``, ``Value``, ``SearchPage``, ``CreatePromise``, ``CompletePromise``), so a field
-added to a struct shows up here without editing this file. What msgspec cannot say is
-patched in ``_components``: a promise in a response never carries ``null`` members (empty
-ones are omitted) while ``param`` and ``value`` are always present, and the case-insensitive
-enums of the wire are written as patterns.
+(``Promise``, ``Value``, ``SearchPage``, ``Lock``, ``CreatePromise``, ``CompletePromise`` and
+the request bodies of ``troth.server.wire_tasks``), so a field added to a struct shows up
+here without editing this file. What msgspec cannot say is patched in ``_components``: a
+promise in a response never carries ``null`` members (empty ones are omitted) while
+``param`` and ``value`` are always present, the case-insensitive enums of the wire are
+written as patterns, and ``recv`` (decoded as any JSON value) gets its real shape. The
+objects the server builds by hand (``Task.to_wire``, the callback, claim and stream
+messages) are written out in ``_task_components``.
 
 The document is built once (``functools.cache``); callers must not mutate it.
 """
@@ -19,7 +23,9 @@ from typing import Any, Final
 
 import msgspec
 
-from troth.model import Promise, SearchPage, Value
+from troth.model import Lock, Promise, SearchPage, TaskKind, TaskState, Value
+from troth.server import wire_tasks
+from troth.server.routes_tasks import GET_CLAIM_TTL_MS
 from troth.server.wire import CompletePromise, CreatePromise
 
 JSON: Final = "application/json"
@@ -41,6 +47,369 @@ _PROMISE_FIELDS: Final = {
     "completedOn": "Server clock at completion, Unix epoch milliseconds; omitted while "
     "pending; equals `timeout` when the promise timed out.",
 }
+
+
+#: Request bodies of the task framework routes (``troth.server.wire_tasks``).
+_TASK_BODIES: Final = (
+    wire_tasks.CreatePromiseAndTask,
+    wire_tasks.CallbackBody,
+    wire_tasks.SubscribeBody,
+    wire_tasks.LegacyCallbackBody,
+    wire_tasks.LegacySubscriptionBody,
+    wire_tasks.ClaimBody,
+    wire_tasks.TaskRefBody,
+    wire_tasks.ProcessBody,
+    wire_tasks.AcquireLockBody,
+    wire_tasks.ReleaseLockBody,
+)
+
+_BODY_TEXT: Final[dict[str, tuple[str, dict[str, str]]]] = {
+    "CreatePromiseAndTask": (
+        "Body of `POST /promises/task`. Unknown fields are ignored.",
+        {
+            "promise": "The promise, as in `POST /promises`.",
+            "task": "Its invoke task `__invoke:<id>`, created already CLAIMED.",
+        },
+    ),
+    "PromiseSpec": (
+        "The promise of `POST /promises/task` (the fields of `CreatePromise`).",
+        {
+            "id": _PROMISE_FIELDS["id"],
+            "timeout": "Absolute deadline, Unix epoch milliseconds.",
+            "param": "Value of the promise's input; null = none.",
+            "tags": "String tags; null = none.",
+        },
+    ),
+    "TaskSpec": (
+        "Who holds the new task, and for how long.",
+        {
+            "processId": "The process that holds the task (its heartbeats extend the lease).",
+            "ttl": "Lease, ms: CLAIMED until `now + ttl`, extended by heartbeats.",
+        },
+    ),
+    "CallbackBody": (
+        "Body of `POST /promises/callback/{id}`. Unknown fields are ignored.",
+        {
+            "rootPromiseId": "Promise to resume: when promise `{id}` completes, the resume "
+            "task `__resume:<rootPromiseId>:<id>` is sent to `recv`.",
+            "timeout": "Timeout of the resume task, Unix epoch milliseconds.",
+        },
+    ),
+    "SubscribeBody": (
+        "Body of `POST /promises/subscribe/{id}`. Unknown fields are ignored.",
+        {
+            "id": "Subscription id, unique per promise: the notify task is "
+            "`__notify:<promiseId>:<id>`.",
+            "timeout": "Timeout of the notify task, Unix epoch milliseconds.",
+        },
+    ),
+    "LegacyCallbackBody": (
+        "Body of `POST /callbacks` (older alias of `POST /promises/callback/{id}`).",
+        {
+            "promiseId": "Promise whose completion resumes the root.",
+            "rootPromiseId": "Promise to resume (task `__resume:<rootPromiseId>:<promiseId>`).",
+            "timeout": "Timeout of the resume task, Unix epoch milliseconds.",
+            "id": "Accepted for compatibility and ignored: the callback id is always "
+            "`__resume:<rootPromiseId>:<promiseId>`.",
+        },
+    ),
+    "LegacySubscriptionBody": (
+        "Body of `POST /subscriptions` (older alias of `POST /promises/subscribe/{id}`).",
+        {
+            "id": "Subscription id, unique per promise.",
+            "promiseId": "Promise to watch.",
+            "timeout": "Timeout of the notify task, Unix epoch milliseconds.",
+        },
+    ),
+    "ClaimBody": (
+        "Body of `POST /tasks/claim`. Unknown fields are ignored.",
+        {
+            "id": "Task id, as received in the message.",
+            "counter": "The task's counter as received; a stale one is answered 403 40308.",
+            "processId": "The claiming process (its heartbeats extend the lease).",
+            "ttl": "Lease, ms: CLAIMED until `now + ttl`, extended by heartbeats.",
+        },
+    ),
+    "TaskRefBody": (
+        "Body of `POST /tasks/complete` and `POST /tasks/drop`.",
+        {"id": "Task id.", "counter": "The counter the caller claimed the task with."},
+    ),
+    "ProcessBody": (
+        "Body of `POST /tasks/heartbeat` and `POST /locks/heartbeat`.",
+        {"processId": "Every task (lock) this process holds is extended by its own ttl."},
+    ),
+    "AcquireLockBody": (
+        "Body of `POST /locks/acquire`. Unknown fields are ignored.",
+        {
+            "resourceId": "What is locked.",
+            "executionId": "The holder. Acquiring again with the same execution re-enters "
+            "the lock and renews it.",
+            "processId": "Process whose heartbeats (`POST /locks/heartbeat`) extend the lock.",
+            "ttl": "Lease, ms: the lock expires at `now + ttl` unless heartbeated; an "
+            "expired lock is taken over by the next acquire.",
+        },
+    ),
+    "ReleaseLockBody": (
+        "Body of `POST /locks/release`.",
+        {"resourceId": "The locked resource.", "executionId": "The holder."},
+    ),
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _object(
+    title: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "title": title,
+        "description": description,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+    }
+
+
+def _ms(description: str) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "description": description}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description}
+
+
+def _task_components(schemas: dict[str, Any]) -> None:
+    """Patch the derived task-framework schemas and add the hand-built wire objects."""
+    for name, (description, fields) in _BODY_TEXT.items():
+        schema = schemas[name]
+        schema["description"] = description
+        props = schema["properties"]
+        for field, text in fields.items():
+            props[field]["description"] = text
+        if "recv" in props:
+            props["recv"] = {
+                "$ref": _REF.format(name="Recv"),
+                "default": props["recv"].get("default", "default"),
+                "description": "Where the task goes; omitted = `default`.",
+            }
+
+    lock = schemas["Lock"]
+    lock["description"] = "A lock held by an execution until `expiresAt` (API.md 5)."
+    lock_props = lock["properties"]
+    lock_props["resourceId"]["description"] = "The locked resource."
+    lock_props["executionId"]["description"] = "The holder."
+    lock_props["processId"]["description"] = "Process whose heartbeats extend the lock."
+    lock_props["ttl"].update(_ms("Lease, ms."))
+    lock_props["expiresAt"].update(_ms("Unix epoch ms after which the lock may be taken over."))
+
+    poll_data = _object(
+        "PollRecvData",
+        "A worker stream of `group` (`GET /poll/{group}/{id}`).",
+        {
+            "group": {"type": "string", "minLength": 1, "description": "Worker group."},
+            "id": _text("Preferred (`any`) or only (`uni`) stream of the group."),
+            "mode": {
+                "type": "string",
+                "enum": ["any", "uni"],
+                "default": "any",
+                "description": "`any`: the stream `id` if connected, else any stream of the "
+                "group; `uni` (needs `id`): only stream `id`. Omitted in responses when `any`.",
+            },
+        },
+        ["group"],
+    )
+    schemas["PollRecv"] = _object(
+        "PollRecv",
+        "Delivery over a worker stream (`poll://…`).",
+        {"type": {"const": "poll"}, "data": poll_data},
+        ["type", "data"],
+    )
+    http_data = _object(
+        "HttpRecvData",
+        "An HTTP(S) endpoint that receives each message as a POST.",
+        {
+            "url": {"type": "string", "pattern": "^https?://", "description": "Target URL."},
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Extra request headers; omitted when none.",
+            },
+        },
+        ["url"],
+    )
+    schemas["HttpRecv"] = _object(
+        "HttpRecv",
+        "Delivery by HTTP POST (`http(s)://…`); any 2xx answer is delivery, failures are "
+        "retried with backoff.",
+        {"type": {"const": "http"}, "data": http_data},
+        ["type", "data"],
+    )
+    schemas["RecvObject"] = {
+        "title": "RecvObject",
+        "description": "A receiver as the server answers it (normalized).",
+        "oneOf": [_ref("PollRecv"), _ref("HttpRecv")],
+    }
+    schemas["Recv"] = {
+        "title": "Recv",
+        "description": "A receiver (API.md 2): `poll://any@<group>[/<id>]`, "
+        "`poll://uni@<group>/<id>`, `poll://<group>[/<id>]` (= `any@`), `http(s)://…`, a "
+        "logical name from configuration (`default` → `poll://any@default`), or an object. "
+        "Anything else is answered 400.",
+        "oneOf": [
+            {"type": "string", "examples": ["poll://any@workers", "https://hooks.example/in"]},
+            _ref("PollRecv"),
+            _ref("HttpRecv"),
+        ],
+    }
+
+    schemas["TaskState"] = {
+        "title": "TaskState",
+        "type": "string",
+        "enum": [s.value for s in TaskState],
+        "description": "INIT (waiting to be sent) → ENQUEUED (sent, waiting for a claim) → "
+        "CLAIMED (leased by a process) → COMPLETED; TIMEDOUT once `now >= timeout`.",
+    }
+    schemas["TaskKind"] = {
+        "title": "TaskKind",
+        "type": "string",
+        "enum": [k.value for k in TaskKind],
+        "description": "`invoke`: run the root promise's function; `resume`: its awaited "
+        "leaf completed; `notify`: a subscribed promise completed.",
+    }
+    schemas["Task"] = _object(
+        "Task",
+        "A task (API.md 3). Optional members are omitted when absent.",
+        {
+            "id": _text(
+                "`__invoke:<rootPromiseId>`, `__resume:<rootPromiseId>:<leafPromiseId>` or "
+                "`__notify:<promiseId>:<subscriptionId>`."
+            ),
+            "type": _ref("TaskKind"),
+            "state": _ref("TaskState"),
+            "counter": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Fencing token: incremented at every hand-over (lease or "
+                "claim time expired, drop).",
+            },
+            "timeout": _ms("Unix epoch ms at which an unfinished task becomes TIMEDOUT."),
+            "rootPromiseId": _text("The promise the task's work belongs to."),
+            "leafPromiseId": _text("The completed promise (resume and notify tasks)."),
+            "processId": _text("Holder of a CLAIMED task."),
+            "ttl": _ms("Lease of a CLAIMED task, ms."),
+            "expiresAt": _ms(
+                "Unix epoch ms at which the lease (CLAIMED) or the time to claim (ENQUEUED) "
+                "runs out; the task then goes back to INIT with `counter + 1`."
+            ),
+            "createdOn": _ms("Server clock at creation, Unix epoch ms."),
+            "completedOn": _ms("Server clock at completion or timeout, Unix epoch ms."),
+        },
+        ["id", "type", "state", "counter", "timeout", "rootPromiseId", "createdOn"],
+    )
+    schemas["Callback"] = _object(
+        "Callback",
+        "A registered callback (`__resume:<rootPromiseId>:<promiseId>`) or subscription "
+        "(`__notify:<promiseId>:<id>`); it becomes a task when the promise completes.",
+        {
+            "id": _text("Callback id."),
+            "promiseId": _text("The promise whose completion fires it."),
+            "rootPromiseId": _text("Promise to resume (callbacks only)."),
+            "recv": _ref("RecvObject"),
+            "timeout": _ms("Timeout of the task it becomes, Unix epoch ms."),
+            "createdOn": _ms("Server clock at registration, Unix epoch ms."),
+        },
+        ["id", "promiseId", "recv", "timeout", "createdOn"],
+    )
+    schemas["CallbackResult"] = _object(
+        "CallbackResult",
+        "`callback` is null when the promise is already completed (continue at once) or "
+        "the callback already exists.",
+        {
+            "callback": {"anyOf": [_ref("Callback"), {"type": "null"}]},
+            "promise": _ref("Promise"),
+        },
+        ["callback", "promise"],
+    )
+    schemas["PromiseAndTask"] = _object(
+        "PromiseAndTask",
+        "`task` is null when the create was deduplicated.",
+        {"promise": _ref("Promise"), "task": {"anyOf": [_ref("Task"), {"type": "null"}]}},
+        ["promise", "task"],
+    )
+    schemas["PromiseRef"] = _object(
+        "PromiseRef",
+        "A promise with its URL.",
+        {
+            "id": _text("Promise id."),
+            "href": {
+                "type": "string",
+                "format": "uri",
+                "description": "`<public URL>/promises/<id>`.",
+            },
+            "data": _ref("Promise"),
+        },
+        ["id", "href", "data"],
+    )
+    schemas["ClaimedTask"] = _object(
+        "ClaimedTask",
+        "What a worker needs to run a claimed task.",
+        {
+            "type": _ref("TaskKind"),
+            "promises": {
+                "type": "object",
+                "properties": {
+                    "root": _ref("PromiseRef"),
+                    "leaf": {
+                        "$ref": _REF.format(name="PromiseRef"),
+                        "description": "The completed promise of a resume task.",
+                    },
+                },
+                "required": ["root"],
+            },
+        },
+        ["type", "promises"],
+    )
+    schemas["TasksAffected"] = _object(
+        "TasksAffected",
+        "Result of a task heartbeat.",
+        {"tasksAffected": _ms("How many CLAIMED tasks had their lease extended.")},
+        ["tasksAffected"],
+    )
+    schemas["LocksAffected"] = _object(
+        "LocksAffected",
+        "Result of a lock heartbeat.",
+        {"locksAffected": _ms("How many locks were extended.")},
+        ["locksAffected"],
+    )
+    link = {"type": "string", "format": "uri"}
+    schemas["TaskMessage"] = _object(
+        "TaskMessage",
+        "An invoke or resume message, sent on a worker stream or POSTed to an http receiver. "
+        "The `href` links are the GET forms of `/tasks/…` for this task and counter.",
+        {
+            "type": {"type": "string", "enum": [TaskKind.INVOKE.value, TaskKind.RESUME.value]},
+            "task": _ref("Task"),
+            "href": {
+                "type": "object",
+                "properties": {"claim": link, "complete": link, "heartbeat": link},
+                "required": ["claim", "complete", "heartbeat"],
+            },
+        },
+        ["type", "task", "href"],
+    )
+    schemas["NotifyMessage"] = _object(
+        "NotifyMessage",
+        "A subscribed promise completed (sent once, not claimed).",
+        {"type": {"const": TaskKind.NOTIFY.value}, "promise": _ref("Promise")},
+        ["type", "promise"],
+    )
+    schemas["StreamMessage"] = {
+        "title": "StreamMessage",
+        "description": "The JSON of one `data:` event of a worker stream (or one HTTP push).",
+        "oneOf": [_ref("TaskMessage"), _ref("NotifyMessage")],
+    }
 
 
 def _version() -> str:
@@ -75,7 +444,8 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _components() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
-        [Promise, Value, SearchPage, CreatePromise, CompletePromise], ref_template=_REF
+        [Promise, Value, SearchPage, CreatePromise, CompletePromise, Lock, *_TASK_BODIES],
+        ref_template=_REF,
     )
     schemas = copy.deepcopy(schemas)
 
@@ -150,9 +520,11 @@ def _components() -> dict[str, Any]:
                         "maximum": 59999,
                         "description": "Five digits; the first three are the HTTP status "
                         "(40000 validation, 40301..40304 promise already resolved / rejected "
-                        "/ canceled / timed out, 40400 promise not found, 40900 promise "
-                        "exists, 41300 body too large, 50000 internal, 50300 storage "
-                        "unavailable).",
+                        "/ canceled / timed out, 40305 lock held, 40306 task claimed, 40307 "
+                        "task completed or timed out, 40308 wrong task counter, 40309 task "
+                        "not claimed, 40400 promise not found, 40402 lock not found, 40403 "
+                        "task not found, 40900 promise exists, 41200 fencing failed, 41300 "
+                        "body too large, 50000 internal, 50300 storage unavailable).",
                     },
                     "message": {
                         "type": "string",
@@ -173,18 +545,29 @@ def _components() -> dict[str, Any]:
         "properties": {"status": {"type": "string", "enum": ["ok", "ready"]}},
         "required": ["status"],
     }
+    _task_components(schemas)
     return {k: schemas[k] for k in sorted(schemas)}
 
 
+#: Error responses by component name: ``E<status>[<Variant>]``.
 _ERROR_TEXT: Final = {
-    400: "Invalid request (code 40000); the message names the field.",
-    403: "The promise is already completed in another way (40301..40304 by its state), "
+    "400": "Invalid request (code 40000); the message names the field (a body member, a "
+    "header such as `Strict` or `Task-Counter`, or the path).",
+    "403": "The promise is already completed in another way (40301..40304 by its state), "
     "or it timed out and the completion was strict (40300).",
-    404: "No promise with this id (40400).",
-    409: "A promise with this id exists and the request does not deduplicate against it (40900).",
-    413: "The request body is larger than the server accepts (41300; 10 MiB by default).",
-    500: "Internal error (50000); the request may not have been applied.",
-    503: "Storage is unavailable (50300); the request was not applied. Retry later.",
+    "403Task": "The task cannot take this step (see the operation): 40306 already claimed, "
+    "40307 completed or timed out, 40308 `counter` is not the task's current counter "
+    "(the caller lost its lease), 40309 not claimed.",
+    "403Lock": "The lock is held by another execution until its `expiresAt` (40305).",
+    "404": "No promise with this id (40400).",
+    "404Task": "No task with this id (40403); 40400 when the task's root promise is gone.",
+    "404Lock": "This execution does not hold a lock on this resource (40402).",
+    "409": "A promise with this id exists and the request does not deduplicate against it (40900).",
+    "412": "Fencing failed (41200): the task named by `Task-Id` is not CLAIMED with counter "
+    "`Task-Counter`, or its lease has run out. Nothing was written.",
+    "413": "The request body is larger than the server accepts (41300; 10 MiB by default).",
+    "500": "Internal error (50000); the request may not have been applied.",
+    "503": "Storage is unavailable (50300); the request was not applied. Retry later.",
 }
 
 
@@ -201,19 +584,24 @@ def _operation(
     summary: str,
     description: str,
     ok: dict[int, str],
-    errors: tuple[int, ...],
+    errors: tuple[int | str, ...],
     *,
     schema: str = "Promise",
     params: tuple[str, ...] = (),
     body: str | None = None,
     tag: str = "promises",
 ) -> dict[str, Any]:
+    """One operation; ``errors`` name components of ``_ERROR_TEXT`` (``403`` or ``"403Task"``)
+    and a 204 in ``ok`` has no body."""
     responses: dict[str, Any] = {
-        str(status): {"description": text, "content": _json_content(schema)}
+        str(status): {"description": text}
+        if status == 204
+        else {"description": text, "content": _json_content(schema)}
         for status, text in ok.items()
     }
-    for status in errors:
-        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    for error in errors:
+        name = str(error)
+        responses[name[:3]] = {"$ref": f"#/components/responses/E{name}"}
     op: dict[str, Any] = {
         "operationId": op_id,
         "summary": summary,
@@ -230,6 +618,11 @@ def _operation(
 _IDEMPOTENCY: Final = (
     "Idempotency keys match only when both the stored and the given `Idempotency-Key` are "
     "present and equal (two absent keys never match)."
+)
+_FENCED: Final = (
+    "With `Task-Id` and `Task-Counter` (both or neither, else 400) the write is fenced: it "
+    "happens only while that task is CLAIMED with exactly that counter and an unexpired "
+    "lease, else **412** and nothing is written."
 )
 
 
@@ -293,10 +686,13 @@ def _paths() -> dict[str, Any]:
                 "promise, in whatever state it now is, when the idempotency keys match "
                 "and, under `Strict: true`, the stored promise is still pending; anything "
                 f"else → **409**. {_IDEMPOTENCY} Only the key is "
-                "compared: param, timeout and tags of a replay are not.",
+                "compared: param, timeout and tags of a replay are not. A tag "
+                "`resonate:invoke = <recv>` also creates the invoke task `__invoke:<id>` "
+                "(not sent before the epoch-ms time in tag `resonate:delay`); a malformed "
+                f"receiver or delay → **400**. {_FENCED}",
                 {201: "Created.", 200: "Deduplicated: the stored promise."},
-                (400, 409, 413, 500, 503),
-                params=("IdempotencyKey", "Strict"),
+                (400, 409, 412, 413, 500, 503),
+                params=("IdempotencyKey", "Strict", "TaskId", "TaskCounter"),
                 body="CreatePromise",
             ),
             "get": _operation(
@@ -334,14 +730,300 @@ def _paths() -> dict[str, Any]:
                 f"out and the request is not strict. Anything else → **403**. {_IDEMPOTENCY}"
                 " A promise that reached "
                 "its deadline is timed out first; completing a timer after its deadline "
-                "is always 403.",
+                "is always 403. Completing a promise turns its callbacks into tasks and "
+                f"completes the unfinished invoke/resume tasks whose root it is. {_FENCED}",
                 {201: "Completed.", 200: "Deduplicated: the stored promise."},
-                (400, 403, 404, 413, 500, 503),
-                params=("IdempotencyKey", "Strict"),
+                (400, 403, 404, 412, 413, 500, 503),
+                params=("IdempotencyKey", "Strict", "TaskId", "TaskCounter"),
                 body="CompletePromise",
             ),
         },
+        **_task_paths(),
     }
+
+
+_STREAM_TEXT: Final = (
+    "A worker stream: Server-Sent Events that never end on their own. The server writes a "
+    "`: connected` comment first, then one event `data: <json>\\n\\n` per message (one line "
+    "of JSON, a `StreamMessage`), and a `: keep-alive` comment (a line starting with `:`) "
+    "every 15 s by default so proxies keep the stream open; clients ignore comment lines. "
+    "Messages are invoke/resume `{type, task, href: {claim, complete, heartbeat}}` "
+    '(`TaskMessage`) and notify `{"type": "notify", promise}` (`NotifyMessage`). One '
+    "stream per (group, id): a new connection replaces the old one, which the server "
+    "closes. A message lost with a dropped stream is sent again (counter + 1) when its time "
+    "to claim runs out. The same stream is served at `GET /{group}/{id}` on the optional "
+    "poll port."
+)
+
+_GET_FORMS: Final = {
+    "claim": (
+        "getClaimTask",
+        "Claim a task (link form)",
+        "As `POST /tasks/claim` with processId `<id>/<counter>` and a lease of "
+        f"{GET_CLAIM_TTL_MS // 1000} s.",
+        {201: "Claimed: the promises of the task."},
+        ("400", "403Task", "404Task", "500", "503"),
+        "ClaimedTask",
+    ),
+    "complete": (
+        "getCompleteTask",
+        "Complete a task (link form)",
+        "As `POST /tasks/complete`.",
+        {201: "Completed: the task.", 200: "Already COMPLETED or TIMEDOUT: the task."},
+        ("400", "403Task", "404Task", "500", "503"),
+        "Task",
+    ),
+    "drop": (
+        "getDropTask",
+        "Drop a task (link form)",
+        "As `POST /tasks/drop`.",
+        {201: "Dropped: the task, INIT with counter + 1.", 200: "Not CLAIMED: the task."},
+        ("400", "403Task", "404Task", "500", "503"),
+        "Task",
+    ),
+    "heartbeat": (
+        "getHeartbeatTasks",
+        "Heartbeat (link form)",
+        "As `POST /tasks/heartbeat` with processId `<id>/<counter>`, i.e. extends the lease "
+        "of a task claimed through its GET link.",
+        {200: "How many leases were extended."},
+        ("400", "500", "503"),
+        "TasksAffected",
+    ),
+}
+
+
+def _task_paths() -> dict[str, Any]:
+    callback_text = (
+        "Registers a callback `__resume:<rootPromiseId>:<id>`: when the promise completes "
+        "(any way, timeout included), a resume task goes to `recv` → **201** "
+        "`{callback, promise}`. **200** `{callback: null, promise}` when the promise is "
+        "already completed (continue at once; an expired one is timed out first) or the "
+        "callback already exists; **404** when the promise does not exist. "
+    )
+    subscribe_text = (
+        "Registers a subscription `__notify:<promiseId>:<id>`: when the promise completes, "
+        "a notify message (the completed promise) goes to `recv`, once → **201**. **200** "
+        "`{callback: null, promise}` when the promise is already completed or the "
+        "subscription exists; **404** when the promise does not exist."
+    )
+    callback_errors: tuple[int | str, ...] = (400, 404, 412, 413, 500, 503)
+    subscribe_errors: tuple[int | str, ...] = (400, 404, 413, 500, 503)
+    paths: dict[str, Any] = {
+        "/promises/task": {
+            "post": _operation(
+                "createPromiseAndTask",
+                "Create a promise and claim its invoke task",
+                "Creates the promise (exactly as `POST /promises`, with `Idempotency-Key` "
+                "and `Strict`) and its invoke task `__invoke:<id>`, already CLAIMED by "
+                "`task.processId` for `task.ttl` ms → **201** `{promise, task}`. A "
+                "deduplicated create → **200** `{promise, task: null}`; anything else on an "
+                "existing id → **409**.",
+                {201: "Created, with its claimed task.", 200: "Deduplicated; no task."},
+                (400, 409, 413, 500, 503),
+                schema="PromiseAndTask",
+                params=("IdempotencyKey", "Strict"),
+                body="CreatePromiseAndTask",
+                tag="tasks",
+            )
+        },
+        "/promises/callback/{id}": {
+            "parameters": [_param("PromiseId")],
+            "post": _operation(
+                "registerCallback",
+                "Resume a root promise when this one completes",
+                callback_text + _FENCED,
+                {201: "Registered.", 200: "Not registered; see `promise`."},
+                callback_errors,
+                schema="CallbackResult",
+                params=("TaskId", "TaskCounter"),
+                body="CallbackBody",
+                tag="callbacks",
+            ),
+        },
+        "/promises/subscribe/{id}": {
+            "parameters": [_param("PromiseId")],
+            "post": _operation(
+                "subscribe",
+                "Notify a receiver when this promise completes",
+                subscribe_text,
+                {201: "Subscribed.", 200: "Not subscribed; see `promise`."},
+                subscribe_errors,
+                schema="CallbackResult",
+                body="SubscribeBody",
+                tag="callbacks",
+            ),
+        },
+        "/callbacks": {
+            "post": _operation(
+                "registerCallbackLegacy",
+                "Register a callback (older alias)",
+                "As `POST /promises/callback/{promiseId}`, with the promise id in the body. "
+                + _FENCED,
+                {201: "Registered.", 200: "Not registered; see `promise`."},
+                callback_errors,
+                schema="CallbackResult",
+                params=("TaskId", "TaskCounter"),
+                body="LegacyCallbackBody",
+                tag="callbacks",
+            )
+        },
+        "/subscriptions": {
+            "post": _operation(
+                "subscribeLegacy",
+                "Subscribe (older alias)",
+                "As `POST /promises/subscribe/{promiseId}`, with the promise id in the body.",
+                {201: "Subscribed.", 200: "Not subscribed; see `promise`."},
+                subscribe_errors,
+                schema="CallbackResult",
+                body="LegacySubscriptionBody",
+                tag="callbacks",
+            )
+        },
+        "/tasks/claim": {
+            "post": _operation(
+                "claimTask",
+                "Claim a task",
+                "Claims an ENQUEUED (or INIT) task whose counter is `counter` → **201**; it "
+                "is CLAIMED by `processId` until `now + ttl`. The answer carries the root "
+                "promise and, for a resume task, the leaf. **403**: 40306 already claimed, "
+                "40307 completed or timed out, 40308 stale counter. **404**: 40403 no such "
+                "task, 40400 its root promise is gone.",
+                {201: "Claimed: the promises of the task."},
+                (400, "403Task", "404Task", 413, 500, 503),
+                schema="ClaimedTask",
+                body="ClaimBody",
+                tag="tasks",
+            )
+        },
+        "/tasks/complete": {
+            "post": _operation(
+                "completeTask",
+                "Complete a task",
+                "A CLAIMED task with this counter becomes COMPLETED → **201**. Already "
+                "COMPLETED or TIMEDOUT (for instance because its root promise completed) → "
+                "**200**. **403**: 40308 stale counter, 40309 not claimed.",
+                {201: "Completed: the task.", 200: "Already COMPLETED or TIMEDOUT: the task."},
+                (400, "403Task", "404Task", 413, 500, 503),
+                schema="Task",
+                body="TaskRefBody",
+                tag="tasks",
+            )
+        },
+        "/tasks/drop": {
+            "post": _operation(
+                "dropTask",
+                "Give a task back",
+                "A CLAIMED task with this counter goes back to INIT with `counter + 1` and is "
+                "sent again → **201**. A task that is not CLAIMED is left alone → **200**. "
+                "**403** 40308: CLAIMED with another counter.",
+                {201: "Dropped: the task.", 200: "Not CLAIMED: the task, unchanged."},
+                (400, "403Task", "404Task", 413, 500, 503),
+                schema="Task",
+                body="TaskRefBody",
+                tag="tasks",
+            )
+        },
+        "/tasks/heartbeat": {
+            "post": _operation(
+                "heartbeatTasks",
+                "Extend the leases of a process",
+                "Every task CLAIMED by `processId` is leased until `now + its ttl`.",
+                {200: "How many leases were extended."},
+                (400, 413, 500, 503),
+                schema="TasksAffected",
+                body="ProcessBody",
+                tag="tasks",
+            )
+        },
+    }
+    for verb, (op_id, summary, text, ok, errors, schema) in _GET_FORMS.items():
+        paths[f"/tasks/{verb}/{{rest}}"] = {
+            "parameters": [_param("TaskPath")],
+            "get": _operation(
+                op_id,
+                summary,
+                text + " These are the `href` links of a task message; GET so that a "
+                "worker can follow them as they are.",
+                ok,
+                errors,
+                schema=schema,
+                tag="tasks",
+            ),
+        }
+    paths["/poll/{group}/{id}"] = {
+        "parameters": [_param("PollGroup"), _param("PollId")],
+        "get": {
+            "operationId": "pollTasks",
+            "summary": "Worker stream (Server-Sent Events)",
+            "description": _STREAM_TEXT,
+            "tags": ["tasks"],
+            "parameters": [_param("RequestId")],
+            "responses": {
+                "200": {
+                    "description": "The stream (`Cache-Control: no-cache`).",
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {
+                                "type": "string",
+                                "description": "Events of `StreamMessage` JSON: "
+                                "`data: <json>` lines, `:` comment lines as keep-alives.",
+                            },
+                            "example": ": connected\n\n"
+                            'data: {"type":"invoke","task":{"id":"__invoke:job/1",'
+                            '"type":"invoke","state":"ENQUEUED","counter":1,...},'
+                            '"href":{"claim":"http://127.0.0.1:8001/tasks/claim/'
+                            '__invoke:job/1/1",...}}\n\n'
+                            ": keep-alive\n\n",
+                        }
+                    },
+                },
+                "400": {"$ref": "#/components/responses/E400"},
+                "500": {"$ref": "#/components/responses/E500"},
+                "503": {"$ref": "#/components/responses/E503"},
+            },
+        },
+    }
+    paths["/locks/acquire"] = {
+        "post": _operation(
+            "acquireLock",
+            "Acquire a lock",
+            "Takes the lock on `resourceId` for `executionId` until `now + ttl` → **201**. "
+            "Re-entrant: the same execution acquires again (and renews). A lock whose "
+            "`expiresAt` has passed is taken over at once. Held by another execution → "
+            "**403** 40305.",
+            {201: "Acquired: the lock."},
+            (400, "403Lock", 413, 500, 503),
+            schema="Lock",
+            body="AcquireLockBody",
+            tag="locks",
+        )
+    }
+    paths["/locks/release"] = {
+        "post": _operation(
+            "releaseLock",
+            "Release a lock",
+            "Releases the lock on `resourceId` held by `executionId` → **204**; **404** "
+            "40402 when that execution does not hold it.",
+            {204: "Released (no body)."},
+            (400, "404Lock", 413, 500, 503),
+            body="ReleaseLockBody",
+            tag="locks",
+        )
+    }
+    paths["/locks/heartbeat"] = {
+        "post": _operation(
+            "heartbeatLocks",
+            "Extend the locks of a process",
+            "Every lock of `processId` expires at `now + its ttl`.",
+            {200: "How many locks were extended."},
+            (400, 413, 500, 503),
+            schema="LocksAffected",
+            body="ProcessBody",
+            tag="locks",
+        )
+    }
+    return paths
 
 
 def _parameters() -> dict[str, Any]:
@@ -374,6 +1056,50 @@ def _parameters() -> dict[str, Any]:
                 "pattern": _any_case("true", "false", "t", "f", "1", "0"),
                 "default": "false",
             },
+        },
+        "TaskId": {
+            "name": "Task-Id",
+            "in": "header",
+            "required": False,
+            "description": "Fencing: id of the task the caller holds. Give it together with "
+            "`Task-Counter`; the write then happens only while that task is CLAIMED with "
+            "that counter and an unexpired lease (else 412).",
+            "schema": {"type": "string", "minLength": 1},
+        },
+        "TaskCounter": {
+            "name": "Task-Counter",
+            "in": "header",
+            "required": False,
+            "description": "Fencing: the counter of the task named by `Task-Id`, as received "
+            "with the task. A non-negative integer; anything else is answered 400.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "TaskPath": {
+            "name": "rest",
+            "in": "path",
+            "required": True,
+            "description": "`<task id>/<counter>`: the task id may itself contain `/` (the "
+            "route is a catch-all and the counter is the last segment), so "
+            "`/tasks/claim/__invoke:a/b/1` addresses task `__invoke:a/b` with counter 1. "
+            "These are the links of a message's `href`. Anything else is answered 400.",
+            "schema": {"type": "string", "pattern": "^.+/[0-9]+$"},
+            "examples": {"invoke": {"value": "__invoke:job/1/1"}},
+        },
+        "PollGroup": {
+            "name": "group",
+            "in": "path",
+            "required": True,
+            "description": "Worker group: the `<group>` of `poll://any@<group>` receivers.",
+            "schema": {"type": "string", "minLength": 1},
+        },
+        "PollId": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "description": "Id of this worker within its group (the `<id>` of "
+            "`poll://uni@<group>/<id>`); it may contain `/`. One stream per (group, id): a "
+            "new connection replaces the old one, which the server closes. Empty → 400.",
+            "schema": {"type": "string"},
         },
         "RequestId": {
             "name": "Request-Id",
@@ -438,6 +1164,32 @@ def _parameters() -> dict[str, Any]:
     }
 
 
+_DESCRIPTION: Final = """\
+Bodies are JSON; times are integers, Unix epoch milliseconds. Every non-2xx response \
+(including unknown routes, 404, and wrong methods, 405) has an `Error` body.
+
+**Tasks.** A task is a unit of work addressed to a receiver (`recv`): an *invoke* task \
+when a promise is created with tag `resonate:invoke` (or by `POST /promises/task`), a \
+*resume* task when a promise with a callback completes, a *notify* task when a promise \
+with a subscription completes. Its life cycle:
+
+- `INIT` → `ENQUEUED`: the server sends the message (worker stream or HTTP POST); it must \
+be claimed within a time to claim (60 s by default).
+- `ENQUEUED` → `CLAIMED`: a worker claims it with the current `counter`; it holds a lease \
+of `ttl` ms, extended by heartbeats.
+- `CLAIMED` → `COMPLETED`: the worker completes it (completing the root promise also \
+completes its invoke and resume tasks). Drop gives it back (`INIT`, `counter + 1`).
+- `TIMEDOUT`: an unfinished task once `now >= timeout`.
+- Lease expiry: an `ENQUEUED` or `CLAIMED` task whose time to claim or lease runs out \
+goes back to `INIT` with `counter + 1` and is sent again, so work survives a crashed \
+worker.
+
+The `counter` is a fencing token: every hand-over increments it, so a worker that lost \
+its lease can no longer claim or complete the task (403 40308), and its promise writes \
+carrying `Task-Id` + `Task-Counter` are refused (412 41200) without effect. At most one \
+task per root promise is ENQUEUED or CLAIMED at a time."""
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of ``create_app`` (built once)."""
@@ -447,13 +1199,22 @@ def openapi_document() -> dict[str, Any]:
             "title": "troth",
             "version": _version(),
             "summary": "Durable promises with a Resonate-compatible HTTP API.",
-            "description": "Bodies are JSON; times are integers, Unix epoch milliseconds. "
-            "Every non-2xx response (including unknown routes, 404, and wrong methods, "
-            "405) has an `Error` body.",
+            "description": _DESCRIPTION,
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "tags": [
             {"name": "promises", "description": "Durable promises (API.md 1)."},
+            {
+                "name": "callbacks",
+                "description": "Callbacks (resume a root promise) and subscriptions "
+                "(notify a receiver) when a promise completes (API.md 2).",
+            },
+            {
+                "name": "tasks",
+                "description": "Tasks and worker streams (API.md 3); see the life cycle "
+                "in the document's description.",
+            },
+            {"name": "locks", "description": "Distributed locks with leases (API.md 5)."},
             {"name": "ops", "description": "Operational endpoints."},
         ],
         "paths": _paths(),
@@ -461,8 +1222,8 @@ def openapi_document() -> dict[str, Any]:
             "schemas": _components(),
             "parameters": _parameters(),
             "responses": {
-                f"E{status}": {"description": text, "content": _json_content("Error")}
-                for status, text in _ERROR_TEXT.items()
+                f"E{name}": {"description": text, "content": _json_content("Error")}
+                for name, text in _ERROR_TEXT.items()
             },
         },
     }
