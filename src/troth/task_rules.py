@@ -111,6 +111,9 @@ def decide_complete(task: Task | None, counter: int, now: int) -> TaskDecision:
         return _not_found()
     if task.state.final:
         return TaskDecision(200, task)
+    done = timed_out(task, now)
+    if done is not None:  # past its timeout, whether or not the loop noticed yet
+        return TaskDecision(200, done, write=done)
     if counter != task.counter:
         return TaskDecision(
             403, task, code=BAD_COUNTER, reason=f"counter is {task.counter}, not {counter}"
@@ -128,6 +131,9 @@ def decide_complete(task: Task | None, counter: int, now: int) -> TaskDecision:
 def decide_drop(task: Task | None, counter: int, now: int) -> TaskDecision:
     if task is None:
         return _not_found()
+    done = timed_out(task, now)
+    if done is not None:
+        return TaskDecision(200, done, write=done)
     if task.state is not TaskState.CLAIMED:
         return TaskDecision(200, task)
     if counter != task.counter:

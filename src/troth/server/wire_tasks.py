@@ -110,10 +110,7 @@ def parse_fence(task_id: str | None, counter: str | None) -> tuple[str, int] | N
             "fencing needs both Task-Id and Task-Counter headers - at header Task-Id",
             details=[{"field": "Task-Id"}],
         )
-    try:
-        value = int(counter)
-    except ValueError:
-        value = -1
+    value = int(counter) if counter.isascii() and counter.isdigit() else -1
     if value < 0:
         raise ValidationError(
             f"Task-Counter must be a non-negative integer, got {counter!r} - at header "
