@@ -105,6 +105,24 @@ class Dispatcher:
         self.settings = settings
         self.wake = asyncio.Event()
         self._pushes: set[asyncio.Task[None]] = set()
+        # Like the promise sweeper: the time the loop sleeps toward, whether it is awake,
+        # and the earliest deadline announced while it was awake (see ``deadline``).
+        self._armed_until: int | None = None
+        self._awake = False
+        self._seen_while_awake: int | None = None
+
+    def deadline(self, at: int) -> None:
+        """A task got a new deadline (a claim's lease): wake early enough to act on it."""
+        if self._awake:
+            seen = self._seen_while_awake
+            if seen is None or at < seen:
+                self._seen_while_awake = at
+        elif self._armed_until is None or at < self._armed_until:
+            self._armed_until = at
+            self.wake.set()
+
+    def _seen(self) -> int | None:
+        return self._seen_while_awake
 
     # -- overdue ---------------------------------------------------------------------------
 
@@ -237,6 +255,8 @@ class Dispatcher:
         backoff = 0.1
         while True:
             self.wake.clear()
+            self._awake = True
+            self._seen_while_awake = None
             try:
                 await self.advance()
                 await self.dispatch()
@@ -244,19 +264,28 @@ class Dispatcher:
                 backoff = 0.1
             except TrothError as exc:
                 log.warning("dispatcher: %s; retrying in %.1fs", exc, backoff)
+                self._awake = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_sleep_s)
                 continue
             except Exception:
                 log.exception("dispatcher failed; retrying")
+                self._awake = False
                 await asyncio.sleep(1.0)
                 continue
-            delay = self.settings.max_sleep_s
             now = self.clock.now()
             # A time already past belongs to a task that could not be sent (its root has an
             # active task): completing or dropping that one wakes us, so don't spin on it.
-            if nxt is not None and nxt > now:
-                delay = min(delay, (nxt - now) / 1000)
+            if nxt is not None and nxt <= now:
+                nxt = None
+            seen = self._seen()
+            if seen is not None and (nxt is None or seen < nxt):
+                nxt = seen
+            self._armed_until = nxt
+            self._awake = False
+            delay = self.settings.max_sleep_s
+            if nxt is not None:
+                delay = min(delay, max(0.0, (nxt - now) / 1000))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
 

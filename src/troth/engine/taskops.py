@@ -14,6 +14,7 @@ from typing import Any, Final
 from troth import rules, task_rules
 from troth.clock import Clock
 from troth.engine import effects
+from troth.engine.dispatch import Dispatcher
 from troth.errors import FencingFailed, Forbidden, NotFound, TrothError, ValidationError
 from troth.model import Callback, Lock, Promise, Task
 from troth.recv import DEFAULT_RECEIVERS, parse_recv
@@ -49,10 +50,16 @@ class TaskOps:
     clock: Clock
     receivers: dict[str, Any] = dict(DEFAULT_RECEIVERS)  # noqa: RUF012 (replaced per engine)
     _task_wake: asyncio.Event
+    dispatcher: Dispatcher | None
 
     def tasks_changed(self) -> None:
         """Tell the dispatcher that tasks were created or became sendable."""
         self._task_wake.set()
+
+    def task_deadline(self, at: int) -> None:
+        """Tell the dispatcher that a task must be looked at again at ``at`` (ms)."""
+        if self.dispatcher is not None:
+            self.dispatcher.deadline(at)
 
     def _fail(self, decision: task_rules.TaskDecision, id: str) -> TrothError:
         if decision.status == 404:
@@ -177,6 +184,8 @@ class TaskOps:
         if not decision.ok:
             raise self._fail(decision, id)
         assert decision.task is not None
+        if decision.task.expires_at is not None:
+            self.task_deadline(decision.task.expires_at)  # notice the lease end on time
         if root is None:
             raise NotFound(f"root promise of task {id!r} not found", code=rules.NOT_FOUND_CODE)
         return Claimed(decision.task, root, leaf)
