@@ -1,0 +1,157 @@
+"""Where the SDK keeps its promises: the engine in-process, or a troth server.
+
+The SDK's execution logic is written once against ``Backend``; ``EngineBackend`` calls an
+``Engine`` directly (embedded mode, no server), ``ClientBackend`` the HTTP API (remote mode).
+Every write carries the fence of the task the execution runs under (remote), so a worker
+that lost its lease cannot write any more.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from troth.client import AsyncClient
+from troth.engine import Engine
+from troth.model import Promise, State, Value
+
+Fence = tuple[str, int]
+MAX_WAIT_S = 300.0
+
+
+class Backend(Protocol):
+    async def create(
+        self,
+        id: str,
+        timeout: int,
+        *,
+        param: Value,
+        tags: dict[str, str],
+        fence: Fence | None = None,
+    ) -> Promise:
+        """Create (idempotently: the id is its own key) and return the stored promise."""
+        ...
+
+    async def complete(
+        self, id: str, state: State, value: Value, *, fence: Fence | None = None
+    ) -> Promise: ...
+
+    async def get(self, id: str) -> Promise: ...
+
+    async def wait(self, id: str, seconds: float) -> Promise:
+        """The promise once completed, or as it is after ``seconds``."""
+        ...
+
+    async def callback(
+        self, promise_id: str, *, root_id: str, timeout: int, recv: str, fence: Fence | None
+    ) -> Promise | None:
+        """Register a resume callback; the promise if it is already completed, else None."""
+        ...
+
+    async def pending_roots(self) -> list[Promise]:
+        """Pending promises that are roots of durable function executions."""
+        ...
+
+
+ROOT_TAG = "troth:root"
+
+
+class EngineBackend:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def create(
+        self,
+        id: str,
+        timeout: int,
+        *,
+        param: Value,
+        tags: dict[str, str],
+        fence: Fence | None = None,
+    ) -> Promise:
+        p, _ = await self.engine.create_promise(
+            id, timeout, param=param, tags=tags, ikey=id, fence=fence
+        )
+        return p
+
+    async def complete(
+        self, id: str, state: State, value: Value, *, fence: Fence | None = None
+    ) -> Promise:
+        p, _ = await self.engine.complete_promise(id, state, value=value, ikey=id, fence=fence)
+        return p
+
+    async def get(self, id: str) -> Promise:
+        return await self.engine.get_promise(id)
+
+    async def wait(self, id: str, seconds: float) -> Promise:
+        return await self.engine.wait_promise(id, int(min(seconds, MAX_WAIT_S) * 1000))
+
+    async def callback(
+        self, promise_id: str, *, root_id: str, timeout: int, recv: str, fence: Fence | None
+    ) -> Promise | None:
+        cb, p = await self.engine.register_callback(
+            promise_id, root_promise_id=root_id, timeout=timeout, recv=recv, fence=fence
+        )
+        return p if cb is None and p.state.completed else None
+
+    async def pending_roots(self) -> list[Promise]:
+        out: list[Promise] = []
+        cursor: str | None = None
+        while True:
+            page = await self.engine.search_promises(
+                state="pending", tags={ROOT_TAG: "true"}, limit=1000, cursor=cursor
+            )
+            out += page.promises
+            if page.cursor is None:
+                return out
+            cursor = page.cursor
+
+
+class ClientBackend:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def create(
+        self,
+        id: str,
+        timeout: int,
+        *,
+        param: Value,
+        tags: dict[str, str],
+        fence: Fence | None = None,
+    ) -> Promise:
+        return await self.client.create_promise(
+            id, timeout, param=param, tags=tags, idempotency_key=id, fence=fence
+        )
+
+    async def complete(
+        self, id: str, state: State, value: Value, *, fence: Fence | None = None
+    ) -> Promise:
+        if state is State.RESOLVED:
+            return await self.client.resolve_promise(
+                id, value=value, idempotency_key=id, fence=fence
+            )
+        if state is State.REJECTED:
+            return await self.client.reject_promise(
+                id, value=value, idempotency_key=id, fence=fence
+            )
+        return await self.client.cancel_promise(id, value=value, idempotency_key=id, fence=fence)
+
+    async def get(self, id: str) -> Promise:
+        return await self.client.get_promise(id)
+
+    async def wait(self, id: str, seconds: float) -> Promise:
+        return await self.client.wait_promise(id, min(seconds, MAX_WAIT_S))
+
+    async def callback(
+        self, promise_id: str, *, root_id: str, timeout: int, recv: str, fence: Fence | None
+    ) -> Promise | None:
+        cb, p = await self.client.register_callback(
+            promise_id, root_promise_id=root_id, timeout=timeout, recv=recv, fence=fence
+        )
+        return p if cb is None and p.state.completed else None
+
+    async def pending_roots(self) -> list[Promise]:
+        return [
+            p
+            async for p in self.client.iter_promises("*", state="pending", tags={ROOT_TAG: "true"})
+        ]
