@@ -182,7 +182,7 @@ class Troth:
         if self._engine is not None:
             await self._engine.stop()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
         self._started = False
 
     async def __aenter__(self) -> Troth:
