@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from troth import Context, NonDeterminismError, PromiseTimedOut, RemoteError, Retry, Troth
+from troth import (
+    Context,
+    NonDeterminismError,
+    PromiseCanceled,
+    PromiseTimedOut,
+    RemoteError,
+    Retry,
+    Troth,
+)
 from troth.model import State
 
 calls: Counter[str] = Counter()
@@ -175,12 +183,34 @@ async def test_human_in_the_loop(troth: Troth) -> None:
             break
         except Exception:
             await asyncio.sleep(0.01)
-    from troth.model import Value
-
-    await troth._engine.complete_promise(
-        "approve/order/9", State.RESOLVED, value=Value(data=b"approved")
-    )
+    await troth.resolve("approve/order/9", "approved")
     assert await handle.result(timeout=10) == "approved 50"
+
+
+async def test_reject_and_cancel_reach_the_awaiting_function(troth: Troth) -> None:
+    @troth.register
+    async def waits(ctx: Context, id: str) -> str:
+        try:
+            await ctx.promise(id=id)
+        except ValueError as exc:
+            return f"rejected: {exc}"
+        except PromiseCanceled:
+            return "canceled"
+        return "resolved"
+
+    rejected = await troth.run("r1", waits, "p/r1")
+    canceled = await troth.run("c1", waits, "p/c1")
+    for id in ("p/r1", "p/c1"):
+        for _ in range(200):
+            try:
+                await troth._engine.get_promise(id)
+                break
+            except Exception:
+                await asyncio.sleep(0.01)
+    await troth.reject("p/r1", ValueError("no budget"))
+    await troth.cancel("p/c1")
+    assert await rejected.result(timeout=10) == "rejected: no budget"
+    assert await canceled.result(timeout=10) == "canceled"
 
 
 async def test_promise_timeout_raises_in_the_function(troth: Troth) -> None:

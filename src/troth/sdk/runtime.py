@@ -292,6 +292,22 @@ class Troth:
         await self.backend.get(id)
         return Handle(self, id)
 
+    async def resolve(self, id: str, value: Any = None) -> None:
+        """Resolve a promise (e.g. one a function awaits with ``ctx.promise``) with ``value``,
+        encoded by the codec. Idempotent for the same value; ``AlreadyCompleted`` otherwise."""
+        await self.start()
+        await self.backend.complete(id, State.RESOLVED, Value(data=self.codec.encode(value)))
+
+    async def reject(self, id: str, error: BaseException) -> None:
+        """Reject a promise with ``error``; the awaiting function sees it raised."""
+        await self.start()
+        await self.backend.complete(id, State.REJECTED, Value(data=self.codec.encode_error(error)))
+
+    async def cancel(self, id: str) -> None:
+        """Cancel a promise; the awaiting function sees ``PromiseCanceled``."""
+        await self.start()
+        await self.backend.complete(id, State.REJECTED_CANCELED, Value())
+
     def _recv(self, target: str | None) -> str:
         if target is None:
             return f"poll://any@{self.group}"
