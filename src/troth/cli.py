@@ -11,6 +11,8 @@
     troth promises resolve orders/42 --value done --fence __invoke:orders/42:1
     troth tasks complete __invoke:orders/42 1
     troth locks acquire orders execution-1 --process-id w1 --ttl 30s
+    troth invoke orders/43 --func checkout --arg '{"sku": "A-1"}' --target shop --wait 5m
+    troth tree orders/43
 
 Exit codes: 0 success, 1 the server refused the request or could not be reached (the
 server's message on stderr as ``error <code>: <message>``), 2 bad usage. ``--json`` prints
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -35,6 +38,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from troth.client import (
     DEFAULT_URL,
@@ -50,6 +54,9 @@ from troth.client import (
 from troth.durations import parse_duration_ms
 from troth.errors import TrothError
 from troth.model import MAX_TIMEOUT, Callback, Lock, Promise, Recv, SearchPage, State, Value
+from troth.sdk.backend import ROOT_TAG
+from troth.sdk.context import FUNC_TAG, TIMER_TAG
+from troth.sdk.runtime import INVOKE_TAG
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -1093,6 +1100,327 @@ def listen(
             f"the server closed the stream /poll/{group}/{id} after {seen} of {count} messages",
             code=50300,
         )
+
+
+# -- durable functions -------------------------------------------------------------------
+
+_FOREVER: Final = -1  # --wait without a duration
+
+
+class _Invocation(msgspec.Struct):
+    """The param of an execution's root promise, as the SDK's remote ``Troth.rpc`` writes
+    it (the SDK reads the version from the registry when it is absent)."""
+
+    func: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def _parse_json(text: str, hint: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not valid JSON: {exc}", param_hint=hint) from None
+
+
+def _invoke_recv(target: str) -> str:
+    """``poll://any@GROUP`` for a group name; a receiver with a scheme is used as is."""
+    return target if "://" in target else f"poll://any@{target}"
+
+
+class _Failure(msgspec.Struct, forbid_unknown_fields=False):
+    """The SDK's record of a failure (the value of a rejected execution)."""
+
+    type: str
+    message: str = ""
+    traceback: str = ""
+
+
+def _decode_result(data: bytes | None) -> Any:
+    """The JSON value of a resolved promise; data that is not JSON is given as text."""
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return format_data(data)
+
+
+def _failure(p: Promise) -> _Failure:
+    """What a completed, unsuccessful execution records, as type and message."""
+    if p.state is State.REJECTED_CANCELED:
+        return _Failure("canceled", f"execution {p.id!r} was canceled")
+    if p.state is State.REJECTED_TIMEDOUT:
+        return _Failure("timed out", f"execution {p.id!r} timed out at {format_time(p.timeout)}")
+    data = p.value.data or b""
+    try:
+        return msgspec.json.decode(data, type=_Failure)
+    except msgspec.DecodeError:  # rejected by hand with something else: show it as it is
+        return _Failure("rejected", format_data(data))
+
+
+def _wait_for(client: Client, id: str, wait: int) -> Promise:
+    if wait != _FOREVER:
+        return client.wait_promise(id, wait / 1000)
+    while True:
+        p = client.wait_promise(id, 300.0)
+        if p.state.completed:
+            return p
+
+
+def _show_outcome(settings: _Settings, p: Promise) -> None:
+    """Print the result of completed execution ``p``; exit 1 unless it resolved."""
+    if p.state is State.RESOLVED:
+        result = _decode_result(p.value.data)
+        if settings.json:
+            _print_json({"id": p.id, "state": p.state, "result": result})
+        else:
+            click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    failure = _failure(p)
+    if settings.json:
+        error = {"type": failure.type, "message": failure.message}
+        _print_json({"id": p.id, "state": p.state, "error": error})
+    else:
+        click.echo(f"{p.state.value} {failure.type}: {failure.message}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("id")
+@click.option(
+    "--func", "func", required=True, metavar="NAME", help="Name of the registered function."
+)
+@click.option(
+    "--arg",
+    "args",
+    multiple=True,
+    metavar="JSON",
+    help="A positional argument as JSON (repeatable, in order): 42, '\"text\"', '{\"a\": 1}'.",
+)
+@click.option(
+    "--kwarg",
+    "kwargs",
+    type=KEY_VALUE,
+    multiple=True,
+    metavar="KEY=JSON",
+    help="A keyword argument, its value as JSON (repeatable).",
+)
+@click.option(
+    "--target",
+    default="default",
+    show_default=True,
+    metavar="GROUP|RECV",
+    help="Worker group to run it (poll://any@GROUP), or a receiver such as "
+    "poll://uni@GROUP/ID or https://URL.",
+)
+@click.option(
+    "--timeout",
+    type=DURATION,
+    help="Deadline of the execution, relative to now [default: none].",
+)
+@click.option(
+    "--wait",
+    "wait",
+    type=DURATION,
+    is_flag=False,
+    flag_value=_FOREVER,
+    metavar="[DURATION]",
+    help="Wait for the result and print it (exit 1 if the execution failed); with a "
+    "duration, wait at most that long.",
+)
+@_connection_options
+@click.pass_context
+@_client_command
+def invoke(
+    ctx: click.Context,
+    id: str,
+    func: str,
+    args: tuple[str, ...],
+    kwargs: tuple[tuple[str, str], ...],
+    target: str,
+    timeout: int | None,
+    wait: int | None,
+    url: str,
+    as_json: bool,
+    token: str | None,
+    http_timeout: float,
+) -> None:
+    """Start execution ID of durable function --func on a worker group of the server.
+
+    Creates the execution's root promise as the SDK's `Troth.rpc` does (idempotency key ID:
+    invoking an existing ID again starts nothing and shows it). Without --wait the promise is
+    shown; with --wait the result as JSON, or the failure's type and message (exit 1).
+    """
+    _set_settings(ctx, url, as_json, token, http_timeout)
+    settings = _settings(ctx)
+    keywords: dict[str, Any] = {}
+    for key, text in kwargs:
+        if key in keywords:
+            raise click.BadParameter(f"{key!r} given twice", param_hint="--kwarg")
+        keywords[key] = _parse_json(text, "--kwarg")
+    spec = _Invocation(func, [_parse_json(a, "--arg") for a in args], keywords)
+    deadline = MAX_TIMEOUT if timeout is None else min(_now_ms() + timeout, MAX_TIMEOUT)
+    tags = {ROOT_TAG: "true", FUNC_TAG: func, INVOKE_TAG: _invoke_recv(target)}
+    with _client(settings) as client:
+        p = client.create_promise(
+            id, deadline, param=msgspec.json.encode(spec), tags=tags, idempotency_key=id
+        )
+        if wait is None:
+            _show(settings, p)
+            return
+        if not p.state.completed:
+            p = _wait_for(client, id, wait)
+    if not p.state.completed:
+        _show(settings, p)
+        click.echo(f"execution {id!r} is still pending after {wait} ms", err=True)
+        sys.exit(1)
+    _show_outcome(settings, p)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclasses.dataclass
+class CallNode:
+    """One promise of an execution's call graph, with the calls it made."""
+
+    id: str
+    func: str | None
+    state: State
+    created_on: int
+    completed_on: int | None
+    timer: bool = False
+    timeout: int = MAX_TIMEOUT
+    children: list[CallNode] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "func": self.func,
+            "state": self.state.value,
+            "createdOn": self.created_on,
+            "completedOn": self.completed_on,
+            "children": [c.to_json() for c in self.children],
+        }
+
+
+def _root_func(p: Promise) -> str | None:
+    func = (p.tags or {}).get(FUNC_TAG)
+    if func is not None or not p.param.data:
+        return func
+    try:  # a root created without the tag: its param names the function
+        named = msgspec.json.decode(p.param.data, type=dict[str, Any]).get("func")
+    except msgspec.DecodeError:
+        return None
+    return named if isinstance(named, str) else None
+
+
+def _node(p: Promise, func: str | None) -> CallNode:
+    return CallNode(
+        id=p.id,
+        func=func,
+        state=p.state,
+        created_on=p.created_on,
+        completed_on=p.completed_on,
+        timer=(p.tags or {}).get(TIMER_TAG) == "true",
+        timeout=p.timeout,
+    )
+
+
+def _segment_key(segment: str) -> tuple[int, int, str]:
+    return (0, int(segment), "") if segment.isdigit() else (1, 0, segment)
+
+
+def call_tree(root: Promise, descendants: Iterable[Promise]) -> CallNode:
+    """Nest the promises ``<root>.…`` by id: ``a.1.2`` under ``a.1``, each under its
+    nearest present ancestor; children in call order (numeric ids numerically)."""
+    prefix = root.id + "."
+    by_path: dict[tuple[str, ...], CallNode] = {(): _node(root, _root_func(root))}
+    for p in descendants:
+        if p.id.startswith(prefix) and len(p.id) > len(prefix):
+            path = tuple(p.id[len(prefix) :].split("."))
+            by_path[path] = _node(p, (p.tags or {}).get(FUNC_TAG))
+    for path in sorted(by_path, key=lambda path: [_segment_key(s) for s in path]):
+        if not path:
+            continue
+        parent = path[:-1]
+        while parent not in by_path:
+            parent = parent[:-1]
+        by_path[parent].children.append(by_path[path])
+    return by_path[()]
+
+
+def _clock(ms: int) -> str:
+    try:
+        when = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.1f}s"
+
+
+def _node_label(node: CallNode, label: str, now: int) -> Text:
+    text = Text()
+    text.append(label, style="bold")
+    text.append("  ")
+    text.append(node.func or "-", style="cyan")
+    text.append("  ")
+    text.append_text(_state_text(node.state))
+    text.append("  ")
+    if node.timer:
+        until = "never" if node.timeout >= MAX_TIMEOUT else _clock(node.timeout)
+        text.append(f"until {until}  ", style="dim")
+    text.append(_clock(node.created_on))
+    if node.completed_on is None:
+        text.append(f"  pending for {_seconds(max(0, now - node.created_on))}")
+    else:
+        duration = node.completed_on - node.created_on
+        text.append(f" → {_clock(node.completed_on)} ({duration} ms)")
+    return text
+
+
+def render_tree(root: CallNode, now: int | None = None) -> Tree:
+    """The call graph as a rich Tree: the root by its id, every call by its id suffix."""
+    now = _now_ms() if now is None else now
+    tree = Tree(_node_label(root, root.id, now))
+
+    def add(branch: Tree, node: CallNode) -> None:
+        for child in node.children:
+            # a child's id is its nearest ancestor's id, ".", and the rest
+            add(branch.add(_node_label(child, child.id[len(node.id) + 1 :], now)), child)
+
+    add(tree, root)
+    return tree
+
+
+@main.command()
+@click.argument("id")
+@_connection_options
+@click.pass_context
+@_client_command
+def tree(
+    ctx: click.Context, id: str, url: str, as_json: bool, token: str | None, http_timeout: float
+) -> None:
+    """Show the call graph of execution ID: its root promise and every promise ID.… nested by
+    id (ID.1.2 under ID.1), with function, state and timings.
+
+    --json prints {id, func, state, createdOn, completedOn, children: [...]} nested alike.
+    """
+    _set_settings(ctx, url, as_json, token, http_timeout)
+    settings = _settings(ctx)
+    with _client(settings) as client:
+        root = client.get_promise(id)
+        descendants = list(client.iter_promises(f"{id}.*", limit=1000))
+    graph = call_tree(root, descendants)
+    if settings.json:
+        _print_json(graph.to_json())
+    else:
+        _console().print(render_tree(graph))
 
 
 # -- locks -------------------------------------------------------------------------------

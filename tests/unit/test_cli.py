@@ -77,6 +77,8 @@ def test_commands_are_the_documented_set() -> None:
     names = {name for name, _ in all_commands()}
     assert names == {
         "serve",
+        "invoke",
+        "tree",
         "promises",
         "promises create",
         "promises get",
