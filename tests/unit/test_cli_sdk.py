@@ -26,7 +26,6 @@ from troth.sdk.runtime import _Spec
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "sdk" / "remote_worker.py"
-needs_worker = pytest.mark.skipif(not WORKER.exists(), reason="tests/sdk/remote_worker.py absent")
 
 
 @pytest.fixture(scope="module")
@@ -435,7 +434,6 @@ def worker(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
             proc.wait(10)
 
 
-@needs_worker
 def test_invoke_runs_on_a_worker_and_tree_shows_it(server: ServerProcess, worker: str) -> None:
     result = run(server, "invoke", "e2e/flow", "--func", "flow", "--arg", "4",
                  "--target", worker, "--wait", "60s")  # fmt: skip
@@ -460,7 +458,6 @@ def test_invoke_runs_on_a_worker_and_tree_shows_it(server: ServerProcess, worker
     assert "└── 1  __main__.square_step  RESOLVED" in text.stdout
 
 
-@needs_worker
 def test_invoke_failing_function_on_a_worker(server: ServerProcess, worker: str) -> None:
     result = run(server, "invoke", "e2e/fails", "--func", "fails", "--kwarg",
                  'message="card declined"', "--target", worker, "--wait", "60s")  # fmt: skip

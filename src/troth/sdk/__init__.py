@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from troth.sdk.codec import Codec, JsonCodec, RemoteError
 from troth.sdk.context import Context, DurablePromise
-from troth.sdk.errors import NonDeterminismError, NotRegistered, SdkError, Suspended
+from troth.sdk.errors import (
+    LeaseLost,
+    NonDeterminismError,
+    NotRegistered,
+    PlatformError,
+    SdkError,
+    Suspended,
+)
 from troth.sdk.retry import Retry
 from troth.sdk.runtime import Handle, PromiseCanceled, PromiseTimedOut, Troth
 
@@ -14,8 +21,10 @@ __all__ = [
     "DurablePromise",
     "Handle",
     "JsonCodec",
+    "LeaseLost",
     "NonDeterminismError",
     "NotRegistered",
+    "PlatformError",
     "PromiseCanceled",
     "PromiseTimedOut",
     "RemoteError",

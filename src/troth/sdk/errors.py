@@ -44,3 +44,17 @@ class Suspended(BaseException):
     def __init__(self, promise_id: str) -> None:
         super().__init__(promise_id)
         self.promise_id = promise_id
+
+
+class PlatformError(BaseException):
+    """troth itself (the server or the store) failed under an execution: not an outcome of
+    the user's function. The execution stops and is run again later (remote: its task is
+    dropped for another attempt; embedded: retried with backoff), so a brief outage never
+    becomes a recorded failure. A ``BaseException``: ``except Exception`` cannot swallow it,
+    and retry policies do not retry it.
+    """
+
+
+class LeaseLost(PlatformError):
+    """The worker's task was fenced out (its lease expired and another worker has it); this
+    worker must stop writing for the execution at once."""

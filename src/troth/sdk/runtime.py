@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Final, TypeVar, overload
 
@@ -40,12 +40,13 @@ from troth.model import MAX_TIMEOUT, Promise, State, Value
 from troth.sdk.backend import ROOT_TAG, Backend, ClientBackend, EngineBackend, Fence
 from troth.sdk.codec import Codec, JsonCodec
 from troth.sdk.context import FUNC_TAG, TIMER_TAG, Context
-from troth.sdk.errors import SdkError, Suspended
+from troth.sdk.errors import LeaseLost, PlatformError, SdkError, Suspended
 from troth.sdk.registry import Function, Registry, call, takes_ctx
 from troth.sdk.retry import Retry, run_with_retry
 
 log = logging.getLogger("troth.sdk")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 INVOKE_TAG: Final = "resonate:invoke"
 VERSION_TAG: Final = "troth:version"
@@ -347,8 +348,16 @@ class Troth:
             log.error("execution %s failed in the runtime", id, exc_info=task.exception())
 
     async def _run_local(self, p: Promise) -> None:
-        async with self._sem:
-            await Execution(self, p, fence=None).run()
+        backoff = 0.1
+        while True:
+            try:
+                async with self._sem:
+                    await Execution(self, p, fence=None).run()
+                return
+            except PlatformError as exc:  # the store failed (disk full…): try again later
+                log.warning("execution %s: %s; retrying in %.1fs", p.id, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -412,9 +421,35 @@ class Troth:
             except TrothError as exc:
                 log.info("task %s/%d not claimed: %s", task_id, counter, exc)
                 return
-            await Execution(self, claimed.root, fence=(task_id, counter)).run()
+            try:
+                await Execution(self, claimed.root, fence=(task_id, counter)).run()
+            except LeaseLost:
+                log.info("task %s/%d: lease lost; another worker has it", task_id, counter)
+                return
+            except PlatformError as exc:
+                log.warning("task %s/%d: %s; giving it back", task_id, counter, exc)
+                self._spawn(self._release(task_id, counter), f"troth-release:{task_id}")
+                return
+            except Exception:
+                log.exception("task %s/%d failed in the runtime; giving it back", task_id, counter)
+                self._spawn(self._release(task_id, counter), f"troth-release:{task_id}")
+                return
             with contextlib.suppress(TrothError):
                 await self._client.complete_task(task_id, counter)
+
+    async def _release(self, task_id: str, counter: int) -> None:
+        """Drop a task we cannot finish, so it is sent again (here or elsewhere). Retried
+        while the server is unreachable; a refusal means it is no longer ours anyway."""
+        backoff = 0.2
+        for _ in range(20):
+            try:
+                await self._client.drop_task(task_id, counter)
+                return
+            except TrothError as exc:
+                if exc.status < 500:
+                    return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 class Execution:
@@ -428,51 +463,74 @@ class Execution:
     def now(self) -> int:
         return self.t.now()
 
+    async def _io(self, coro: Awaitable[T]) -> T:
+        """Await a backend call, turning troth's own failures into platform signals."""
+        try:
+            return await coro
+        except FencingFailed as exc:
+            raise LeaseLost(str(exc)) from exc
+        except TrothError as exc:
+            if exc.status >= 500:
+                raise PlatformError(str(exc)) from exc
+            raise
+
     async def run(self) -> None:
+        """Run (replay) the execution to its outcome, or to a suspension.
+
+        Raises ``PlatformError`` (including ``LeaseLost``) when troth itself failed: the
+        caller decides how to run it again.
+        """
         t, root = self.t, self.root
         try:
             spec = t.codec.decode(root.param.data or b"", _Spec)
-            version = spec.version or None
-            f = t.registry.get(spec.func, version)
+            f = t.registry.get(spec.func, spec.version or None)
+        except Exception as exc:  # cannot even start: that is the outcome
+            await self._finish(root.id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
+            return
 
-            async def attempt() -> Any:
-                ctx = Context(self, root.id, root.timeout, root.created_on)
-                args = (ctx, *spec.args) if f.with_ctx else tuple(spec.args)
-                return await call(f.fn, args, spec.kwargs)
+        async def attempt() -> Any:
+            ctx = Context(self, root.id, root.timeout, root.created_on)
+            args = (ctx, *spec.args) if f.with_ctx else tuple(spec.args)
+            return await call(f.fn, args, spec.kwargs)
 
-            try:
-                result = await run_with_retry(f.retry, attempt)
-            except (Suspended, FencingFailed, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                await self._finish(root.id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
-                return
-            await self._finish(root.id, State.RESOLVED, Value(data=t.codec.encode(result)))
+        try:
+            result = await run_with_retry(f.retry, attempt)
         except Suspended as s:
             log.debug("execution %s suspended on %s", root.id, s.promise_id)
-        except FencingFailed:
-            log.info("execution %s lost its task (lease expired); another worker has it", root.id)
+            return
+        except Exception as exc:
+            await self._finish(root.id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
+            return
+        try:
+            value = Value(data=t.codec.encode(result))
+        except Exception as exc:  # an unencodable result is the function's failure
+            value = Value(data=t.codec.encode_error(exc))
+            await self._finish(root.id, State.REJECTED, value)
+            return
+        await self._finish(root.id, State.RESOLVED, value)
 
     async def _finish(self, id: str, state: State, value: Value) -> Promise:
         try:
-            return await self.t.backend.complete(id, state, value, fence=self.fence)
+            return await self._io(self.t.backend.complete(id, state, value, fence=self.fence))
         except AlreadyCompleted:
-            return await self.t.backend.get(id)
+            return await self._io(self.t.backend.get(id))
 
     async def _await(self, ctx: Context, id: str) -> Promise:
         """Wait for a promise someone else completes: embedded, on the engine's waiters;
         remote under a task, by a callback and a suspension."""
         if self.fence is None:
             while True:
-                p = await self.t.backend.wait(id, 300.0)
+                p = await self._io(self.t.backend.wait(id, 300.0))
                 if p.state is not State.PENDING:
                     return p
-        done = await self.t.backend.callback(
-            id,
-            root_id=self.root.id,
-            timeout=self.root.timeout,
-            recv=f"poll://any@{self.t.group}/{self.t.process_id}",
-            fence=self.fence,
+        done = await self._io(
+            self.t.backend.callback(
+                id,
+                root_id=self.root.id,
+                timeout=self.root.timeout,
+                recv=f"poll://any@{self.t.group}/{self.t.process_id}",
+                fence=self.fence,
+            )
         )
         if done is not None:
             return done
@@ -481,10 +539,9 @@ class Execution:
     async def _create(
         self, ctx: Context, id: str, timeout: int, tags: dict[str, str], param: Value | None = None
     ) -> Promise:
-        p = await self.t.backend.create(
-            id, timeout, param=param or Value(), tags=tags, fence=self.fence
+        return await self._io(
+            self.t.backend.create(id, timeout, param=param or Value(), tags=tags, fence=self.fence)
         )
-        return p
 
     # -- the durable calls (Context delegates here) ------------------------------------------
 
@@ -514,8 +571,6 @@ class Execution:
 
         try:
             result = await run_with_retry(retry or t.step_retry, attempt)
-        except (Suspended, FencingFailed, asyncio.CancelledError):
-            raise
         except Exception as exc:
             done = await self._finish(id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
             ctx._saw(done)
