@@ -18,8 +18,8 @@ serve: $(STAMP)
 	$(BIN)/troth serve --host 127.0.0.1 --port 8001 --store sqlite:///troth.db
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 types: $(STAMP)
 	$(BIN)/mypy

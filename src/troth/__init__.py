@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from troth.errors import AlreadyCompleted, NotFound, TrothError
 from troth.sdk import (
     Context,
     Handle,
@@ -14,12 +15,15 @@ from troth.sdk import (
 )
 
 __all__ = [
+    "AlreadyCompleted",
     "Context",
     "Handle",
     "NonDeterminismError",
+    "NotFound",
     "PromiseCanceled",
     "PromiseTimedOut",
     "RemoteError",
     "Retry",
     "Troth",
+    "TrothError",
 ]

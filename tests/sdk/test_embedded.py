@@ -371,3 +371,38 @@ async def test_deterministic_now_and_random(troth: Troth) -> None:
     import random
 
     assert seen[0][1] == random.Random("c1").random()
+
+
+async def test_results_with_annotations_msgspec_cannot_use_stay_values(troth: Troth) -> None:
+    def loose() -> dict[str, object]:
+        return {"a": 1, "b": [1, 2]}
+
+    @troth.register
+    async def uses(ctx: Context) -> Any:
+        first = await ctx.run(loose)
+        return first["a"]  # a dict, not its JSON text
+
+    assert await (await troth.run("loose", uses)).result(timeout=10) == 1
+
+
+async def test_recover_false_leaves_pending_executions_alone(db: str) -> None:
+    gate = asyncio.Event()
+    first = Troth(db)
+
+    @first.register(name="parked")
+    async def parked(ctx: Context) -> None:
+        await ctx.run(add, 1, 1)
+        await gate.wait()
+
+    await first.start()
+    await first.run("parked/1", parked)
+    for _ in range(200):
+        if calls["add"]:
+            break
+        await asyncio.sleep(0.01)
+    await first.stop()
+
+    reader = Troth(db, recover=False)
+    async with reader:
+        assert not reader._running
+        assert not await (await reader.get("parked/1")).done()

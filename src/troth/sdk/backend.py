@@ -16,6 +16,7 @@ from troth.model import Promise, State, Value
 
 Fence = tuple[str, int]
 MAX_WAIT_S = 300.0
+EMBEDDED_POLL_S = 1.0
 
 
 class Backend(Protocol):
@@ -83,7 +84,9 @@ class EngineBackend:
         return await self.engine.get_promise(id)
 
     async def wait(self, id: str, seconds: float) -> Promise:
-        return await self.engine.wait_promise(id, int(min(seconds, MAX_WAIT_S) * 1000))
+        # Waiters hear of completions made in this process at once; another process on the
+        # same database (a CLI, a second embedded app) is noticed by the next re-read.
+        return await self.engine.wait_promise(id, int(min(seconds, EMBEDDED_POLL_S) * 1000))
 
     async def callback(
         self, promise_id: str, *, root_id: str, timeout: int, recv: str, fence: Fence | None

@@ -112,6 +112,10 @@ class Troth:
     functions the server sends to ``group``.
 
     Use ``async with Troth() as troth:`` (or ``await troth.start()`` / ``await troth.stop()``).
+
+    ``worker=False`` (remote): only a client — start executions and read results, run none.
+    ``recover=False`` (embedded): do not resume pending executions on start (a process that
+    only resolves promises or reads results).
     """
 
     def __init__(
@@ -127,8 +131,12 @@ class Troth:
         step_retry: Retry = DEFAULT_STEP_RETRY,
         clock: Clock | None = None,
         token: str | None = None,
+        worker: bool = True,
+        recover: bool = True,
     ) -> None:
         self.registry = Registry()
+        self.worker = worker
+        self.recover = recover
         self.codec: Codec = codec or JsonCodec()
         self.step_retry = step_retry
         self.group = group
@@ -160,8 +168,9 @@ class Troth:
 
             self._client = AsyncClient(self._url, token=self._token)
             self.backend = ClientBackend(self._client)
-            self._spawn(self._listen(), "troth-worker-stream")
-            self._spawn(self._heartbeat(), "troth-worker-heartbeat")
+            if self.worker:
+                self._spawn(self._listen(), "troth-worker-stream")
+                self._spawn(self._heartbeat(), "troth-worker-heartbeat")
         else:
             from troth.engine import Engine
             from troth.store import create_store
@@ -169,8 +178,9 @@ class Troth:
             self._engine = Engine(create_store(self._store_url), self.clock)
             await self._engine.start()
             self.backend = EngineBackend(self._engine)
-            for p in await self.backend.pending_roots():  # recovery: resume by replay
-                self._start_local(p)
+            if self.recover:
+                for p in await self.backend.pending_roots():  # recovery: resume by replay
+                    self._start_local(p)
 
     async def stop(self) -> None:
         for task in [*self._background, *self._running.values()]:
@@ -367,13 +377,15 @@ class Troth:
         if p.state is State.RESOLVED:
             if not data:
                 return None
-            try:
-                return self.codec.decode(data, type)
-            except Exception:  # not ours (a human resolved it with plain text): give it as is
+            for as_type in (type, Any) if type is not Any else (Any,):
                 try:
-                    return data.decode()
-                except UnicodeDecodeError:
-                    return data
+                    return self.codec.decode(data, as_type)
+                except Exception:
+                    continue  # typed decode failed: try plain JSON before giving up
+            try:  # not JSON (a human resolved it with plain text): give it as is
+                return data.decode()
+            except UnicodeDecodeError:
+                return data
         if p.state is State.REJECTED:
             raise self.codec.decode_error(data)
         if p.state is State.REJECTED_CANCELED:
