@@ -205,3 +205,20 @@ class Lock(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     process_id: str
     ttl: int
     expires_at: int
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """A durable cron schedule that creates promises (API.md 4)."""
+
+    id: str
+    description: str | None = None
+    cron: str
+    tags: dict[str, str] | None = None
+    promise_id: str
+    promise_timeout: int
+    promise_param: Value = msgspec.field(default_factory=Value)
+    promise_tags: dict[str, str] | None = None
+    last_run_time: int | None = None
+    next_run_time: int
+    idempotency_key: str | None = None
+    created_on: int

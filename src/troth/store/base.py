@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from troth.model import Callback, Lock, Promise, Task, TaskState
+from troth.model import Callback, Lock, Promise, Schedule, Task, TaskState
 
 T = TypeVar("T")
 
@@ -39,7 +39,41 @@ class PromiseQuery:
     before: int | None = None
 
 
-class Tx(Protocol):
+class ScheduleTx(Protocol):
+    """Schedules (API.md 4); part of every ``Tx``."""
+
+    def insert_schedule(self, schedule: Schedule) -> bool:
+        """Insert unless a schedule with this id exists; return whether it was inserted."""
+        ...
+
+    def get_schedule(self, id: str) -> Schedule | None: ...
+
+    def update_schedule(self, schedule: Schedule) -> None:
+        """Store ``last_run_time`` and ``next_run_time`` of a schedule."""
+        ...
+
+    def delete_schedule(self, id: str) -> bool:
+        """Delete a schedule; return whether it existed."""
+        ...
+
+    def search_schedules(
+        self, pattern: str, tags: dict[str, str], limit: int, before: int | None
+    ) -> list[tuple[int, Schedule]]:
+        """Up to ``limit`` schedules whose id matches ``pattern`` (``*`` wildcard, all else
+        literal) and whose tags include every pair of ``tags``, newest first, each with its
+        sequence number; ``before`` pages (sequence numbers below it)."""
+        ...
+
+    def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        """Schedules with ``next_run_time <= now``, earliest first."""
+        ...
+
+    def next_schedule_time(self) -> int | None:
+        """The earliest ``next_run_time`` of any schedule."""
+        ...
+
+
+class Tx(ScheduleTx, Protocol):
     """What an operation may do inside a transaction."""
 
     def get_promise(self, id: str) -> Promise | None: ...

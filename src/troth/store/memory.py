@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from troth.errors import StoreUnavailable
-from troth.model import Callback, Lock, Promise, State, Task, TaskState
+from troth.model import Callback, Lock, Promise, Schedule, State, Task, TaskState
 from troth.store.base import PromiseQuery
 
 T = TypeVar("T")
@@ -235,6 +235,62 @@ class MemoryTx:
         return n
 
 
+    # -- schedules -------------------------------------------------------------------------
+
+    def insert_schedule(self, schedule: Schedule) -> bool:
+        s = self._s
+        if schedule.id in s.schedules:
+            return False
+        s.seq += 1
+        s.schedules[schedule.id] = (s.seq, schedule)
+        self.undo.append(lambda: s.schedules.pop(schedule.id))
+        return True
+
+    def get_schedule(self, id: str) -> Schedule | None:
+        entry = self._s.schedules.get(id)
+        return entry[1] if entry else None
+
+    def update_schedule(self, schedule: Schedule) -> None:
+        s = self._s
+        seq, old = s.schedules[schedule.id]
+        s.schedules[schedule.id] = (seq, schedule)
+        self.undo.append(lambda: s.schedules.__setitem__(schedule.id, (seq, old)))
+
+    def delete_schedule(self, id: str) -> bool:
+        s = self._s
+        old = s.schedules.pop(id, None)
+        if old is None:
+            return False
+        self.undo.append(lambda: s.schedules.__setitem__(id, old))
+        return True
+
+    def search_schedules(
+        self, pattern: str, tags: dict[str, str], limit: int, before: int | None
+    ) -> list[tuple[int, Schedule]]:
+        regex = pattern_regex(pattern)
+        out: list[tuple[int, Schedule]] = []
+        for seq, sc in sorted(self._s.schedules.values(), key=lambda e: -e[0]):
+            if before is not None and seq >= before:
+                continue
+            if not regex.fullmatch(sc.id):
+                continue
+            if any((sc.tags or {}).get(k) != v for k, v in tags.items()):
+                continue
+            out.append((seq, sc))
+            if len(out) >= limit:
+                break
+        return out
+
+    def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        due = [sc for _, sc in self._s.schedules.values() if sc.next_run_time <= now]
+        due.sort(key=lambda sc: (sc.next_run_time, sc.id))
+        return due[:limit]
+
+    def next_schedule_time(self) -> int | None:
+        times = [sc.next_run_time for _, sc in self._s.schedules.values()]
+        return min(times) if times else None
+
+
 class MemoryStore:
     """Keeps everything in dictionaries; ``memory://`` in a store URL."""
 
@@ -245,6 +301,7 @@ class MemoryStore:
         self.callbacks: dict[str, Callback] = {}
         self.tasks: dict[str, Task] = {}
         self.locks: dict[str, Lock] = {}
+        self.schedules: dict[str, tuple[int, Schedule]] = {}
         self.seq = 0
         self.available = True
 
