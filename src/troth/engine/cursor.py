@@ -18,6 +18,7 @@ from troth.store.base import PromiseQuery
 
 
 class _Payload(msgspec.Struct, array_like=True):
+    kind: str  # what the cursor pages: "promises" or "schedules" (not interchangeable)
     pattern: str
     state: str | None
     tags: dict[str, str]
@@ -40,13 +41,13 @@ class Cursors:
     def _sign(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()[:16]
 
-    def encode(self, query: PromiseQuery, before: int) -> str:
+    def encode(self, query: PromiseQuery, before: int, kind: str = "promises") -> str:
         body = msgspec.msgpack.encode(
-            _Payload(query.pattern, query.state, query.tags, query.limit, before)
+            _Payload(kind, query.pattern, query.state, query.tags, query.limit, before)
         )
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
-    def decode(self, cursor: str) -> PromiseQuery:
+    def decode(self, cursor: str, kind: str = "promises") -> PromiseQuery:
         """Return the query a cursor continues, or raise 400 if it is not one of ours."""
         try:
             body_text, sig_text = cursor.split(".", 1)
@@ -61,4 +62,9 @@ class Cursors:
                 details=[{"field": "cursor"}],
             )
         p = msgspec.msgpack.decode(body, type=_Payload)
+        if p.kind != kind:
+            raise ValidationError(
+                f"this cursor pages {p.kind}, not {kind} - at cursor",
+                details=[{"field": "cursor"}],
+            )
         return PromiseQuery(p.pattern, p.state, p.tags, p.limit, p.before)

@@ -28,6 +28,7 @@ from troth.clock import Clock, SystemClock
 from troth.engine import effects
 from troth.engine.cursor import Cursors
 from troth.engine.dispatch import Delivery, Dispatcher, TaskSettings
+from troth.engine.schedules import ScheduleOps
 from troth.engine.taskops import TaskOps
 from troth.engine.waiters import Waiters
 from troth.errors import (
@@ -98,7 +99,7 @@ def _check_strings(pairs: dict[str, str], field: str) -> None:
         raise _field_error("keys and values must be valid Unicode strings", field) from None
 
 
-class Engine(TaskOps):
+class Engine(TaskOps, ScheduleOps):
     """Durable promises over a ``Store``; shared by the HTTP server and the embedded SDK.
 
     Args:
@@ -123,6 +124,8 @@ class Engine(TaskOps):
         self.task_settings = task_settings or TaskSettings()
         self.receivers = {**DEFAULT_RECEIVERS, **(receivers or {})}
         self._task_wake = asyncio.Event()
+        self._schedule_wake = asyncio.Event()
+        self._schedule_armed = None
         self.dispatcher: Dispatcher | None = None
         if delivery is not None:
             self.dispatcher = Dispatcher(store, self.clock, delivery, self.task_settings)
@@ -159,6 +162,11 @@ class Engine(TaskOps):
             return
         await self.open()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="troth-sweeper"))
+        self._tasks.append(
+            asyncio.create_task(
+                self._schedule_loop(self.limits.max_sweep_sleep_s), name="troth-schedules"
+            )
+        )
         if self.dispatcher is not None:
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="troth-dispatcher"))
 

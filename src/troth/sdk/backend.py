@@ -12,7 +12,7 @@ from typing import Protocol
 
 from troth.client import AsyncClient
 from troth.engine import Engine
-from troth.model import Promise, State, Value
+from troth.model import Promise, Schedule, State, Value
 
 Fence = tuple[str, int]
 MAX_WAIT_S = 300.0
@@ -50,6 +50,19 @@ class Backend(Protocol):
 
     async def pending_roots(self) -> list[Promise]:
         """Pending promises that are roots of durable function executions."""
+        ...
+
+    async def create_schedule(
+        self,
+        id: str,
+        *,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        promise_param: Value,
+        promise_tags: dict[str, str],
+    ) -> Schedule:
+        """Create a schedule idempotently (the id is its own key)."""
         ...
 
 
@@ -108,6 +121,27 @@ class EngineBackend:
                 return out
             cursor = page.cursor
 
+    async def create_schedule(
+        self,
+        id: str,
+        *,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        promise_param: Value,
+        promise_tags: dict[str, str],
+    ) -> Schedule:
+        schedule, _ = await self.engine.create_schedule(
+            id,
+            cron_expr=cron,
+            promise_id=promise_id,
+            promise_timeout=promise_timeout,
+            promise_param=promise_param,
+            promise_tags=promise_tags,
+            ikey=id,
+        )
+        return schedule
+
 
 class ClientBackend:
     def __init__(self, client: AsyncClient) -> None:
@@ -158,3 +192,23 @@ class ClientBackend:
             p
             async for p in self.client.iter_promises("*", state="pending", tags={ROOT_TAG: "true"})
         ]
+
+    async def create_schedule(
+        self,
+        id: str,
+        *,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        promise_param: Value,
+        promise_tags: dict[str, str],
+    ) -> Schedule:
+        return await self.client.create_schedule(
+            id,
+            cron,
+            promise_id,
+            promise_timeout,
+            promise_param=promise_param,
+            promise_tags=promise_tags,
+            idempotency_key=id,
+        )

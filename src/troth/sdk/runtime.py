@@ -36,7 +36,7 @@ import msgspec
 
 from troth.clock import Clock, SystemClock
 from troth.errors import AlreadyCompleted, FencingFailed, TrothError
-from troth.model import MAX_TIMEOUT, Promise, State, Value
+from troth.model import MAX_TIMEOUT, Promise, Schedule, State, Value
 from troth.sdk.backend import ROOT_TAG, Backend, ClientBackend, EngineBackend, Fence
 from troth.sdk.codec import Codec, JsonCodec
 from troth.sdk.context import FUNC_TAG, TIMER_TAG, Context
@@ -176,6 +176,7 @@ class Troth:
             from troth.store import create_store
 
             self._engine = Engine(create_store(self._store_url), self.clock)
+            self._engine.on_fired = self._fired
             await self._engine.start()
             self.backend = EngineBackend(self._engine)
             if self.recover:
@@ -302,6 +303,43 @@ class Troth:
         await self.start()
         await self.backend.get(id)
         return Handle(self, id)
+
+    async def schedule(
+        self,
+        id: str,
+        *,
+        cron: str,
+        func: Callable[..., Any] | str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        target: str | None = None,
+    ) -> Schedule:
+        """Run ``func(*args, **kwargs)`` on a cron schedule (UTC; 5 fields, an optional 6th for
+        seconds, or ``@hourly``-style). Idempotent: the id is the schedule's identity.
+
+        Each run is an execution with id ``<id>/<run time in ms>``; embedded it runs in this
+        process, remote on worker group ``target`` (default: this worker's group).
+        """
+        await self.start()
+        f = self.registry.of(func)
+        tags = {ROOT_TAG: "true", FUNC_TAG: f.name, VERSION_TAG: str(f.version)}
+        if self.remote:
+            tags[INVOKE_TAG] = self._recv(target)
+        timeout = MAX_TIMEOUT if f.timeout is None else int(f.timeout.total_seconds() * 1000)
+        return await self.backend.create_schedule(
+            id,
+            cron=cron,
+            promise_id="{{.id}}/{{.timestamp}}",
+            promise_timeout=timeout,
+            promise_param=self._spec(f, tuple(args), kwargs or {}),
+            promise_tags=tags,
+        )
+
+    def _fired(self, promises: list[Promise]) -> None:
+        """Embedded: a schedule created execution roots; run them here."""
+        for p in promises:
+            if (p.tags or {}).get(ROOT_TAG) == "true":
+                self._start_local(p)
 
     async def resolve(self, id: str, value: Any = None) -> None:
         """Resolve a promise (e.g. one a function awaits with ``ctx.promise``) with ``value``,

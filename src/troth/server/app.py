@@ -26,6 +26,7 @@ from troth.model import EMPTY
 from troth.server import wire
 from troth.server.fastpath import FastPath
 from troth.server.openapi import openapi_document
+from troth.server.routes_schedules import ScheduleApi
 from troth.server.routes_tasks import TaskApi
 from troth.server.stream import StreamRegistry
 from troth.server.wire_tasks import parse_fence
@@ -241,6 +242,7 @@ def create_app(
         Route("/promises/{id:path}", api.get_promise, methods=["GET"]),
         Route("/promises/{id:path}", api.complete_promise, methods=["PATCH"]),
         *tasks.routes(),
+        *ScheduleApi(engine, api.body).routes(),
     ]
 
     @contextlib.asynccontextmanager
