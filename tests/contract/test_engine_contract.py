@@ -550,8 +550,8 @@ def _forge_pattern(cursor: str) -> str:
     body, sig = cursor.split(".", 1)
     raw_body = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     fields = msgspec.msgpack.decode(raw_body)
-    assert fields[0] == "page/*"
-    fields[0] = "*"
+    assert fields[1] == "page/*"  # [kind, pattern, state, tags, limit, before]
+    fields[1] = "*"
     forged = base64.urlsafe_b64encode(msgspec.msgpack.encode(fields)).rstrip(b"=").decode()
     return f"{forged}.{sig}"
 

@@ -234,7 +234,6 @@ class MemoryTx:
                 n += 1
         return n
 
-
     # -- schedules -------------------------------------------------------------------------
 
     def insert_schedule(self, schedule: Schedule) -> bool:

@@ -36,6 +36,7 @@ from troth.model import (
     Lock,
     Promise,
     Recv,
+    Schedule,
     State,
     Task,
     TaskKind,
@@ -158,6 +159,33 @@ _PUT_LOCK: Final = (
     " process_id = excluded.process_id, ttl = excluded.ttl, expires_at = excluded.expires_at"
 )
 
+# -- schedules -------------------------------------------------------------------------------
+
+_SCHEDULE_COLUMNS: Final = (
+    "seq, id, description, cron, tags, promise_id, promise_timeout, promise_param_headers,"
+    " promise_param_data, promise_tags, last_run_time, next_run_time, idempotency_key,"
+    " created_on"
+)
+_SELECT_SCHEDULE: Final = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?"
+_INSERT_SCHEDULE: Final = (
+    "INSERT INTO schedules (id, description, cron, tags, promise_id, promise_timeout,"
+    " promise_param_headers, promise_param_data, promise_tags, last_run_time, next_run_time,"
+    " idempotency_key, created_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE_SCHEDULE: Final = "UPDATE schedules SET last_run_time = ?, next_run_time = ? WHERE id = ?"
+_DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE id = ? RETURNING seq, tags"
+# INDEXED BY as for promises: the range next_run_time <= now of the index reads only the due
+# schedules, already in (next_run_time, id) order, whatever statistics ANALYZE gathers later.
+_DUE_SCHEDULES: Final = (
+    f"SELECT {_SCHEDULE_COLUMNS} FROM schedules INDEXED BY schedules_by_next_run"
+    " WHERE next_run_time <= ? ORDER BY next_run_time, id LIMIT ?"
+)
+_NEXT_SCHEDULE_TIME: Final = (
+    "SELECT next_run_time FROM schedules INDEXED BY schedules_by_next_run"
+    " ORDER BY next_run_time LIMIT 1"
+)
+
 
 def _headers(raw: str | None) -> dict[str, str] | None:
     return _headers_decode(raw) if raw else None
@@ -222,6 +250,23 @@ def _task(row: tuple[Any, ...]) -> Task:
 def _lock(row: tuple[Any, ...]) -> Lock:
     return Lock(
         resource_id=row[0], execution_id=row[1], process_id=row[2], ttl=row[3], expires_at=row[4]
+    )
+
+
+def _schedule(row: tuple[Any, ...]) -> Schedule:
+    return Schedule(
+        id=row[1],
+        description=row[2],
+        cron=row[3],
+        tags=_headers(row[4]),
+        promise_id=row[5],
+        promise_timeout=row[6],
+        promise_param=_value(row[7], row[8]),
+        promise_tags=_headers(row[9]),
+        last_run_time=row[10],
+        next_run_time=row[11],
+        idempotency_key=row[12],
+        created_on=row[13],
     )
 
 
@@ -492,6 +537,89 @@ class SqliteTx:
         return self.c.execute(
             "UPDATE locks SET expires_at = ? + ttl WHERE process_id = ?", (now, process_id)
         ).rowcount
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def insert_schedule(self, schedule: Schedule) -> bool:
+        sc = schedule
+        cur = self.c.execute(
+            _INSERT_SCHEDULE,
+            (
+                sc.id,
+                sc.description,
+                sc.cron,
+                _dump(sc.tags),
+                sc.promise_id,
+                sc.promise_timeout,
+                _dump(sc.promise_param.headers),
+                sc.promise_param.data,
+                _dump(sc.promise_tags),
+                sc.last_run_time,
+                sc.next_run_time,
+                sc.idempotency_key,
+                sc.created_on,
+            ),
+        )
+        if cur.rowcount != 1:
+            return False
+        if sc.tags:
+            seq = cur.lastrowid
+            self.c.executemany(
+                "INSERT INTO schedule_tags (key, value, seq) VALUES (?, ?, ?)",
+                [(k, v, seq) for k, v in sc.tags.items()],
+            )
+        return True
+
+    def get_schedule(self, id: str) -> Schedule | None:
+        row = self.c.execute(_SELECT_SCHEDULE, (id,)).fetchone()
+        return _schedule(row) if row else None
+
+    def update_schedule(self, schedule: Schedule) -> None:
+        self.c.execute(
+            _UPDATE_SCHEDULE, (schedule.last_run_time, schedule.next_run_time, schedule.id)
+        )
+
+    def delete_schedule(self, id: str) -> bool:
+        row = self.c.execute(_DELETE_SCHEDULE, (id,)).fetchone()
+        if row is None:
+            return False
+        seq, tags = row
+        # Each tag row by its full primary key: the side table has no index on seq alone.
+        self.c.executemany(
+            "DELETE FROM schedule_tags WHERE key = ? AND value = ? AND seq = ?",
+            [(k, v, seq) for k, v in (_headers(tags) or {}).items()],
+        )
+        return True
+
+    def search_schedules(
+        self, pattern: str, tags: dict[str, str], limit: int, before: int | None
+    ) -> list[tuple[int, Schedule]]:
+        where: list[str] = []
+        args: dict[str, Any] = {"limit": limit}
+        if pattern != "*":
+            where.append("id GLOB :pattern")
+            args["pattern"] = glob_pattern(pattern)
+        for i, (k, v) in enumerate(sorted(tags.items())):
+            where.append(
+                f"seq IN (SELECT seq FROM schedule_tags WHERE key = :tk{i} AND value = :tv{i})"
+            )
+            args[f"tk{i}"] = k
+            args[f"tv{i}"] = v
+        if before is not None:
+            where.append("seq < :before")
+            args["before"] = before
+        sql = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT :limit"
+        return [(row[0], _schedule(row)) for row in self.c.execute(sql, args)]
+
+    def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self.c.execute(_DUE_SCHEDULES, (now, limit))]
+
+    def next_schedule_time(self) -> int | None:
+        row = self.c.execute(_NEXT_SCHEDULE_TIME).fetchone()
+        return row[0] if row else None
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
