@@ -406,3 +406,23 @@ async def test_recover_false_leaves_pending_executions_alone(db: str) -> None:
     async with reader:
         assert not reader._running
         assert not await (await reader.get("parked/1")).done()
+
+
+async def test_schedule_runs_a_function_on_cron(troth: Troth) -> None:
+    @troth.register
+    async def tick(ctx: Context, label: str) -> str:
+        calls["tick"] += 1
+        return await ctx.run(str.upper, label)
+
+    s1 = await troth.schedule("ticker", cron="* * * * * *", func=tick, args=["x"])  # every second
+    s2 = await troth.schedule("ticker", cron="* * * * * *", func=tick, args=["x"])  # idempotent
+    assert s1 == s2
+    for _ in range(400):
+        if calls["tick"] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert calls["tick"] >= 2
+    runs = await troth._engine.search_promises(pattern="ticker/*", tags={"troth:root": "true"})
+    assert len(runs.promises) >= 2
+    first = runs.promises[-1]
+    assert await (await troth.get(first.id)).result(timeout=10) == "X"
