@@ -221,6 +221,14 @@ def test_retries_back_off_and_respect_non_retryable(tmp_path: Path) -> None:
     assert "p2 failed for good: rate service unavailable (attempt 2)" in out
 
 
+def test_schedule_runs_on_cron(tmp_path: Path) -> None:
+    out = run(tmp_path, "schedule", "--cron", "* * * * * *", "--runs", "2")
+    runs = [line for line in out.splitlines() if line.startswith("run digest/")]
+    assert len(runs) == 2
+    assert len({line.split()[1] for line in runs}) == 2  # two distinct executions
+    assert out.rstrip().endswith("done")
+
+
 @pytest.mark.parametrize("name", ["worker.py", "client.py"])
 def test_remote_examples_compile(name: str, tmp_path: Path) -> None:
     py_compile.compile(
