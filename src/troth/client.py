@@ -36,6 +36,16 @@ without the server-only ``recv``, ``attempt`` and ``readyAt``; every member but 
 ``troth.model.Callback`` (its ``recv`` decoded leniently from the wire's ``{"type", "data"}``
 into the flat ``troth.model.Recv``; ``callback_to_wire`` gives the wire form back), locks are
 ``troth.model.Lock``, claims are ``ClaimedTask`` and stream messages ``Message``.
+
+Schedules (API.md 4) create promises on a cron timetable:
+
+    with Client() as troth:
+        troth.create_schedule("news", "0 6 * * *", "news_feed_{{.date}}", 3_600_000)
+        for s in troth.iter_schedules("news*"):
+            print(s.id, s.next_run_time)
+        troth.delete_schedule("news")
+
+They decode to ``troth.model.Schedule``; a page of a schedule search is a ``SchedulePage``.
 """
 
 from __future__ import annotations
@@ -54,7 +64,18 @@ import httpx
 import msgspec
 
 from troth.errors import TrothError, ValidationError, error_from_code
-from troth.model import Callback, Lock, Promise, Recv, SearchPage, State, TaskKind, TaskState, Value
+from troth.model import (
+    Callback,
+    Lock,
+    Promise,
+    Recv,
+    Schedule,
+    SearchPage,
+    State,
+    TaskKind,
+    TaskState,
+    Value,
+)
 from troth.recv import parse_recv
 
 __all__ = [
@@ -71,6 +92,7 @@ __all__ = [
     "Message",
     "PromiseAndTask",
     "RecvLike",
+    "SchedulePage",
     "TaskInfo",
     "callback_to_wire",
     "encode_id",
@@ -255,6 +277,66 @@ def _search_call(
 
 
 _PING: Final = _Call("GET", "/ping")
+
+
+# -- schedules: requests -------------------------------------------------------------------
+
+
+def _create_schedule_call(
+    id: str,
+    cron: str,
+    promise_id: str,
+    promise_timeout: int,
+    description: str | None,
+    tags: Mapping[str, str] | None,
+    promise_param: ParamLike,
+    promise_tags: Mapping[str, str] | None,
+    idempotency_key: str | None,
+    headers: Mapping[str, str] | None,
+) -> _Call:
+    # the members of API.md 4 in wire order, optional ones only when given
+    body: dict[str, object] = {"id": id}
+    if description is not None:
+        body["description"] = description
+    body["cron"] = cron
+    if tags:
+        body["tags"] = dict(tags)
+    body["promiseId"] = promise_id
+    body["promiseTimeout"] = promise_timeout
+    param = to_value(promise_param)
+    if param is not None:
+        body["promiseParam"] = param
+    if promise_tags:
+        body["promiseTags"] = dict(promise_tags)
+    return _Call(
+        "POST",
+        "/schedules",
+        headers=_write_headers(idempotency_key, False, headers),
+        content=msgspec.json.encode(body),
+    )
+
+
+def _schedule_path(id: str) -> str:
+    return f"/schedules/{encode_id(id)}"
+
+
+def _get_schedule_call(id: str) -> _Call:
+    return _Call("GET", _schedule_path(id))
+
+
+def _delete_schedule_call(id: str) -> _Call:
+    return _Call("DELETE", _schedule_path(id))
+
+
+def _search_schedules_call(
+    id: str, tags: Mapping[str, str] | None, limit: int, cursor: str | None
+) -> _Call:
+    params = [("id", id)]
+    params.extend((f"tags[{k}]", v) for k, v in (tags or {}).items())
+    params.append(("limit", str(limit)))
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return _Call("GET", "/schedules", params=params)
 
 
 # -- the task framework: requests ---------------------------------------------------------
@@ -476,6 +558,28 @@ def _decode_promise(response: httpx.Response) -> Promise:
 def _decode_page(response: httpx.Response) -> SearchPage:
     _raise_for_status(response)
     return _decode(_page_decoder, response)
+
+
+class SchedulePage(msgspec.Struct, frozen=True):
+    """One page of a schedule search (encodes as the wire's ``{"schedules", "cursor"}``);
+    ``cursor`` is ``None`` on the last page."""
+
+    schedules: list[Schedule]
+    cursor: str | None = None
+
+
+_schedule_decoder: Final = msgspec.json.Decoder(Schedule)
+_schedule_page_decoder: Final = msgspec.json.Decoder(SchedulePage)
+
+
+def _decode_schedule(response: httpx.Response) -> Schedule:
+    _raise_for_status(response)
+    return _decode(_schedule_decoder, response)
+
+
+def _decode_schedule_page(response: httpx.Response) -> SchedulePage:
+    _raise_for_status(response)
+    return _decode(_schedule_page_decoder, response)
 
 
 def _decode(decoder: msgspec.json.Decoder[_T], response: httpx.Response) -> _T:
@@ -935,6 +1039,75 @@ class Client(_Base):
                 return
             cursor = page.cursor
 
+    # -- schedules (API.md 4) ---------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        promise_param: ParamLike = None,
+        promise_tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Schedule:
+        """Create schedule ``id``: at every ``cron`` time (UTC; 5 fields, an optional 6th for
+        seconds, or ``@hourly``-style shortcuts) the server creates a promise.
+
+        ``promise_id`` is the id template of those promises: ``{{.id}}`` is replaced by the
+        schedule id, ``{{.timestamp}}`` by the run time (epoch ms) and ``{{.date}}`` by its
+        date (``YYYY-MM-DD``, UTC). Each promise times out ``promise_timeout`` ms after its
+        run, and carries ``promise_param`` and ``promise_tags``.
+
+        Returns the new schedule (201) or, when ``id`` exists and ``idempotency_key`` is the
+        key it was created with, the stored one (200). Raises ``AlreadyExists`` (40901) when
+        it exists otherwise, ``ValidationError`` (40000) for a bad cron expression.
+        """
+        call = _create_schedule_call(
+            id, cron, promise_id, promise_timeout, description, tags, promise_param,
+            promise_tags, idempotency_key, headers,
+        )  # fmt: skip
+        return _decode_schedule(self._send(call))
+
+    def get_schedule(self, id: str) -> Schedule:
+        """Read schedule ``id``; raises ``NotFound`` (40401)."""
+        return _decode_schedule(self._send(_get_schedule_call(id)))
+
+    def delete_schedule(self, id: str) -> None:
+        """Delete schedule ``id`` (promises it already created stay); raises ``NotFound``."""
+        _raise_for_status(self._send(_delete_schedule_call(id)))
+
+    def search_schedules(
+        self,
+        id: str = "*",
+        *,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> SchedulePage:
+        """One page of schedules whose id matches ``id`` (``*`` wildcard) and every tag."""
+        return _decode_schedule_page(self._send(_search_schedules_call(id, tags, limit, cursor)))
+
+    def iter_schedules(
+        self,
+        id: str = "*",
+        *,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Iterator[Schedule]:
+        """Every matching schedule, following cursors page by page (``limit`` per page)."""
+        while True:
+            page = self.search_schedules(id, tags=tags, limit=limit, cursor=cursor)
+            yield from page.schedules
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
     # -- the task framework (API.md 2, 3, 5) ---------------------------------------------
 
     def create_promise_and_task(
@@ -1215,6 +1388,66 @@ class AsyncClient(_Base):
             )
             for p in page.promises:
                 yield p
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        promise_param: ParamLike = None,
+        promise_tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Schedule:
+        """See ``Client.create_schedule``."""
+        call = _create_schedule_call(
+            id, cron, promise_id, promise_timeout, description, tags, promise_param,
+            promise_tags, idempotency_key, headers,
+        )  # fmt: skip
+        return _decode_schedule(await self._send(call))
+
+    async def get_schedule(self, id: str) -> Schedule:
+        """See ``Client.get_schedule``."""
+        return _decode_schedule(await self._send(_get_schedule_call(id)))
+
+    async def delete_schedule(self, id: str) -> None:
+        """See ``Client.delete_schedule``."""
+        _raise_for_status(await self._send(_delete_schedule_call(id)))
+
+    async def search_schedules(
+        self,
+        id: str = "*",
+        *,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> SchedulePage:
+        """See ``Client.search_schedules``."""
+        call = _search_schedules_call(id, tags, limit, cursor)
+        return _decode_schedule_page(await self._send(call))
+
+    async def iter_schedules(
+        self,
+        id: str = "*",
+        *,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AsyncIterator[Schedule]:
+        """See ``Client.iter_schedules`` (an async generator)."""
+        while True:
+            page = await self.search_schedules(id, tags=tags, limit=limit, cursor=cursor)
+            for s in page.schedules:
+                yield s
             if page.cursor is None:
                 return
             cursor = page.cursor

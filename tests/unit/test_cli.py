@@ -99,6 +99,11 @@ def test_commands_are_the_documented_set() -> None:
         "locks acquire",
         "locks release",
         "locks heartbeat",
+        "schedules",
+        "schedules create",
+        "schedules get",
+        "schedules search",
+        "schedules delete",
     }
 
 
