@@ -758,3 +758,150 @@ async def test_task_drift_is_caught(tasks: Tasks) -> None:
     del wrong_status["paths"]["/locks/release"]["post"]["responses"]["404"]
     with pytest.raises(AssertionError):
         Doc(wrong_status).check(resp, "/locks/release", "post")
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+async def test_schedule_routes_match_the_document(
+    doc: Doc, http: httpx.AsyncClient, engine: Engine, clock: FakeClock
+) -> None:
+    S, ITEM = "/schedules", "/schedules/{id}"
+    minute = 60_000
+    full = {
+        "id": "sched/a",
+        "description": "every minute",
+        "cron": "* * * * *",
+        "tags": {"team": "x"},
+        "promiseId": "{{.id}}/{{.timestamp}}",
+        "promiseTimeout": minute,
+        "promiseParam": {"headers": {"h": "v"}, "data": _b64("in")},
+        "promiseTags": {"kind": "tick"},
+    }
+
+    # create: 201 with every optional member, 200 same key, 409 (40901) otherwise
+    resp = await http.post(S, json=full, headers={"Idempotency-Key": "k"})
+    assert resp.status_code == 201, resp.text
+    created = doc.check(resp, S, "post")
+    assert created["idempotencyKey"] == "k" and "lastRunTime" not in created
+    resp = await http.post(S, json=full, headers={"Idempotency-Key": "k"})
+    assert resp.status_code == 200
+    assert doc.check(resp, S, "post") == created
+    resp = await http.post(S, json=full, headers={"Idempotency-Key": "other"})
+    assert resp.status_code == 409
+    assert doc.check(resp, S, "post")["error"]["code"] == 40901
+
+    # minimal: promiseParam is {} and every empty member is omitted
+    minimal = {"id": "sched/b", "cron": "@hourly", "promiseId": "b", "promiseTimeout": 1}
+    resp = await http.post(S, json=minimal)
+    assert resp.status_code == 201
+    m = doc.check(resp, S, "post")
+    assert m["promiseParam"] == {} and m["cron"] == "@hourly"
+    assert not {"description", "tags", "promiseTags", "idempotencyKey"} & set(m)
+
+    # 400: bad cron (naming $.cron), bad body, bad invoke receiver
+    for cron in ("61 * * * *", "* * *", "@fortnightly"):
+        resp = await http.post(S, json={**minimal, "id": "bad", "cron": cron})
+        assert resp.status_code == 400
+        assert "$.cron" in doc.check(resp, S, "post")["error"]["message"]
+    resp = await http.post(S, json={**minimal, "promiseTimeout": "soon"})
+    assert resp.status_code == 400
+    doc.check(resp, S, "post")
+    resp = await http.post(S, json={**minimal, "promiseTags": {"resonate:invoke": "nowhere"}})
+    assert resp.status_code == 400
+    doc.check(resp, S, "post")
+
+    # fire two runs: the schedule gains lastRunTime; the run's promise is a documented one
+    clock.advance(2 * minute)
+    assert await engine.fire_schedules() == 2
+    resp = await http.get("/schedules/sched/a")
+    assert resp.status_code == 200
+    fired = doc.check(resp, ITEM, "get")
+    assert fired["lastRunTime"] == created["nextRunTime"] + minute
+    run = await http.get(f"/promises/sched/a/{created['nextRunTime']}")
+    promise = doc.check(run, "/promises/{id}", "get")
+    assert promise["tags"] == {
+        "kind": "tick",
+        "resonate:schedule": "sched/a",
+        "resonate:invocation": "true",
+    }
+    resp = await http.get("/schedules/none")
+    assert resp.status_code == 404
+    assert doc.check(resp, ITEM, "get")["error"]["code"] == 40401
+
+    # search: paged (cursor string), last page (cursor null), tags, 400s
+    resp = await http.get(S, params={"id": "sched/*", "limit": "1"})
+    assert resp.status_code == 200
+    page = doc.check(resp, S, "get")
+    assert [s["id"] for s in page["schedules"]] == ["sched/b"]
+    assert isinstance(page["cursor"], str)
+    resp = await http.get(S, params={"cursor": page["cursor"]})
+    last = doc.check(resp, S, "get")
+    assert [s["id"] for s in last["schedules"]] == ["sched/a"] and last["cursor"] is None
+    resp = await http.get(S, params={"tags[team]": "x"})
+    assert [s["id"] for s in doc.check(resp, S, "get")["schedules"]] == ["sched/a"]
+    promise_cursor = (await http.get("/promises", params={"limit": "1"})).json()["cursor"]
+    assert isinstance(promise_cursor, str)
+    for bad in ({"limit": "0"}, {"limit": "x"}, {"cursor": promise_cursor}):
+        resp = await http.get(S, params=bad)
+        assert resp.status_code == 400, bad
+        doc.check(resp, S, "get")
+
+    # delete: 204 without a body, then 404
+    resp = await http.delete("/schedules/sched/a")
+    assert resp.status_code == 204
+    assert doc.check(resp, ITEM, "delete") is None
+    resp = await http.delete("/schedules/sched/a")
+    assert resp.status_code == 404
+    assert doc.check(resp, ITEM, "delete")["error"]["code"] == 40401
+
+
+def test_schedule_firing_is_described() -> None:
+    doc = openapi_document()
+    post = doc["paths"]["/schedules"]["post"]
+    text = post["description"]
+    for phrase in (
+        "exactly once",
+        "one at a time",
+        "already exists",
+        "resonate:schedule",
+        "resonate:invocation",
+        "resonate:invoke",
+        "{{.id}}",
+        "{{.timestamp}}",
+        "{{.date}}",
+        "$.cron",
+    ):
+        assert phrase in text, phrase
+    assert {"$ref": "#/components/parameters/IdempotencyKey"} in post["parameters"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CreateScheduleBody"
+    }
+    props = doc["components"]["schemas"]["CreateScheduleBody"]["properties"]
+    assert "6th" in props["cron"]["description"] and "@hourly" in props["cron"]["description"]
+    assert "{{.date}}" in props["promiseId"]["description"]
+    assert "/" in doc["components"]["parameters"]["ScheduleId"]["description"]
+
+
+async def test_schedule_drift_is_caught(http: httpx.AsyncClient) -> None:
+    """Tampered schedule schemas must reject the real responses."""
+    body = {"id": "d", "cron": "* * * * *", "promiseId": "d", "promiseTimeout": 1}
+    created = await http.post("/schedules", json=body)
+    assert created.status_code == 201
+    no_param = copy.deepcopy(openapi_document())
+    del no_param["components"]["schemas"]["Schedule"]["properties"]["promiseParam"]
+    never_null = copy.deepcopy(openapi_document())
+    never_null["components"]["schemas"]["SchedulePage"]["properties"]["cursor"] = {"type": "string"}
+    Doc(no_param).validate({"schedules": [], "cursor": None}, "#/components/schemas/SchedulePage")
+    with pytest.raises(AssertionError):
+        Doc(no_param).check(created, "/schedules", "post")
+    page = await http.get("/schedules")
+    Doc(never_null).check(created, "/schedules", "post")
+    with pytest.raises(AssertionError):
+        Doc(never_null).check(page, "/schedules", "get")
+    missing = await http.delete("/schedules/none")
+    assert missing.status_code == 404
+    wrong_status = copy.deepcopy(openapi_document())
+    del wrong_status["paths"]["/schedules/{id}"]["delete"]["responses"]["404"]
+    with pytest.raises(AssertionError):
+        Doc(wrong_status).check(missing, "/schedules/{id}", "delete")

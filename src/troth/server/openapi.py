@@ -1,15 +1,17 @@
-"""OpenAPI 3.1 document of the HTTP API (API.md sections 0, 1, 2, 3 and 5), served at
+"""OpenAPI 3.1 document of the HTTP API (API.md sections 0 to 5), served at
 ``/openapi.json``.
 
 Body schemas are derived from the msgspec structs the server really encodes and decodes
-(``Promise``, ``Value``, ``SearchPage``, ``Lock``, ``CreatePromise``, ``CompletePromise`` and
-the request bodies of ``troth.server.wire_tasks``), so a field added to a struct shows up
+(``Promise``, ``Value``, ``SearchPage``, ``Lock``, ``Schedule``, ``CreatePromise``,
+``CompletePromise``, ``CreateScheduleBody`` and the request bodies of
+``troth.server.wire_tasks``), so a field added to a struct shows up
 here without editing this file. What msgspec cannot say is patched in ``_components``: a
 promise in a response never carries ``null`` members (empty ones are omitted) while
 ``param`` and ``value`` are always present, the case-insensitive enums of the wire are
 written as patterns, and ``recv`` (decoded as any JSON value) gets its real shape. The
 objects the server builds by hand (``Task.to_wire``, the callback, claim and stream
-messages) are written out in ``_task_components``.
+messages) are written out in ``_task_components``; the schedule search page (built by hand
+in ``routes_schedules``) in ``_schedule_components``.
 
 The document is built once (``functools.cache``); callers must not mutate it.
 """
@@ -23,8 +25,9 @@ from typing import Any, Final
 
 import msgspec
 
-from troth.model import Lock, Promise, SearchPage, TaskKind, TaskState, Value
+from troth.model import Lock, Promise, Schedule, SearchPage, TaskKind, TaskState, Value
 from troth.server import wire_tasks
+from troth.server.routes_schedules import CreateScheduleBody
 from troth.server.routes_tasks import GET_CLAIM_TTL_MS
 from troth.server.wire import CompletePromise, CreatePromise
 
@@ -412,6 +415,89 @@ def _task_components(schemas: dict[str, Any]) -> None:
     }
 
 
+_CRON_TEXT: Final = (
+    "Cron expression, always UTC: 5 fields (minute hour day-of-month month day-of-week), an "
+    "optional 6th for seconds (`0 * * * * 30` = every minute at second 30), or a shortcut "
+    "`@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly` (any "
+    "case; stored lower-case and trimmed). Anything else is answered 400 naming `$.cron`."
+)
+_TEMPLATE_TEXT: Final = (
+    "Template of the id of each run's promise: `{{.id}}` is replaced by the schedule id, "
+    "`{{.timestamp}}` by the run time (Unix epoch ms), `{{.date}}` by its UTC date "
+    "`YYYY-MM-DD`; e.g. `{{.id}}/{{.timestamp}}` or `news_feed_{{.date}}`."
+)
+_PROMISE_TAGS_TEXT: Final = (
+    "Tags of each run's promise, to which the server adds `resonate:schedule = <schedule "
+    'id>` and `resonate:invocation = "true"`. A `resonate:invoke = <recv>` tag makes each '
+    "run an invocation: its promise gets an invoke task (the receiver is checked at "
+    "creation, 400 if malformed)."
+)
+
+#: Descriptions of the members of ``Schedule`` (response) and ``CreateScheduleBody``.
+_SCHEDULE_FIELDS: Final = {
+    "id": "Schedule id; any characters, including `/`.",
+    "description": "Free text; omitted when none.",
+    "cron": _CRON_TEXT,
+    "tags": "String tags of the schedule itself (searched by `tags[k]=v`); omitted when none.",
+    "promiseId": _TEMPLATE_TEXT,
+    "promiseTimeout": "Timeout of each run's promise, ms, relative to the run time: "
+    "`timeout = run time + promiseTimeout` (capped at 2^63-1).",
+    "promiseParam": "Param of each run's promise (`{}` when none).",
+    "promiseTags": _PROMISE_TAGS_TEXT,
+    "lastRunTime": "Scheduled time of the last run that fired, Unix epoch ms; omitted "
+    "before the first run.",
+    "nextRunTime": "Scheduled time of the next run, Unix epoch ms: the first cron time "
+    "after creation, then after each run.",
+    "idempotencyKey": "The `Idempotency-Key` of the create; omitted when none.",
+    "createdOn": "Server clock at creation, Unix epoch ms.",
+}
+_SCHEDULE_BODY_FIELDS: Final = {
+    **_SCHEDULE_FIELDS,
+    "description": "Free text; null = none.",
+    "tags": "String tags of the schedule itself; null = none.",
+    "promiseParam": "Param of each run's promise; null = none.",
+    "promiseTags": _PROMISE_TAGS_TEXT + " Null = none.",
+}
+
+
+def _schedule_components(schemas: dict[str, Any]) -> None:
+    """Patch the derived ``Schedule`` / ``CreateScheduleBody`` and add the search page."""
+    schedule = schemas["Schedule"]
+    schedule["description"] = (
+        "A durable cron schedule that creates a promise per run (API.md 4). Empty members "
+        "are omitted; `promiseParam` is always present."
+    )
+    props = schedule["properties"]
+    for name, prop in list(props.items()):
+        props[name] = _not_null(prop)
+        props[name]["description"] = _SCHEDULE_FIELDS[name]
+    for name in ("promiseTimeout", "lastRunTime", "nextRunTime", "createdOn"):
+        props[name]["minimum"] = 0
+    if "promiseParam" not in schedule["required"]:  # always encoded, as {} when empty
+        schedule["required"].append("promiseParam")
+
+    body = schemas["CreateScheduleBody"]
+    body["description"] = "Body of `POST /schedules`. Unknown fields are ignored."
+    for name, prop in body["properties"].items():
+        prop["description"] = _SCHEDULE_BODY_FIELDS[name]
+    body["properties"]["cron"]["examples"] = ["*/15 * * * *", "0 * * * * 30", "@hourly"]
+    body["properties"]["promiseId"]["examples"] = ["{{.id}}/{{.timestamp}}"]
+
+    schemas["SchedulePage"] = _object(
+        "SchedulePage",
+        "One page of a schedule search, newest first.",
+        {
+            "schedules": {"type": "array", "items": _ref("Schedule")},
+            "cursor": {
+                "anyOf": [{"type": "string"}, {"type": "null"}],
+                "description": "Opaque cursor for the next page (pass it as `cursor`); "
+                "`null` on the last page.",
+            },
+        },
+        ["schedules", "cursor"],
+    )
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("troth")
@@ -444,7 +530,17 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _components() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
-        [Promise, Value, SearchPage, CreatePromise, CompletePromise, Lock, *_TASK_BODIES],
+        [
+            Promise,
+            Value,
+            SearchPage,
+            CreatePromise,
+            CompletePromise,
+            Lock,
+            Schedule,
+            CreateScheduleBody,
+            *_TASK_BODIES,
+        ],
         ref_template=_REF,
     )
     schemas = copy.deepcopy(schemas)
@@ -523,7 +619,8 @@ def _components() -> dict[str, Any]:
                         "/ canceled / timed out, 40305 lock held, 40306 task claimed, 40307 "
                         "task completed or timed out, 40308 wrong task counter, 40309 task "
                         "not claimed, 40400 promise not found, 40402 lock not found, 40403 "
-                        "task not found, 40900 promise exists, 41200 fencing failed, 41300 "
+                        "task not found, 40401 schedule not found, 40900 promise exists, "
+                        "40901 schedule exists, 41200 fencing failed, 41300 "
                         "body too large, 50000 internal, 50300 storage unavailable).",
                     },
                     "message": {
@@ -546,6 +643,7 @@ def _components() -> dict[str, Any]:
         "required": ["status"],
     }
     _task_components(schemas)
+    _schedule_components(schemas)
     return {k: schemas[k] for k in sorted(schemas)}
 
 
@@ -562,7 +660,10 @@ _ERROR_TEXT: Final = {
     "404": "No promise with this id (40400).",
     "404Task": "No task with this id (40403); 40400 when the task's root promise is gone.",
     "404Lock": "This execution does not hold a lock on this resource (40402).",
+    "404Schedule": "No schedule with this id (40401).",
     "409": "A promise with this id exists and the request does not deduplicate against it (40900).",
+    "409Schedule": "A schedule with this id exists and the `Idempotency-Key` does not match "
+    "the one it was created with (40901).",
     "412": "Fencing failed (41200): the task named by `Task-Id` is not CLAIMED with counter "
     "`Task-Counter`, or its lease has run out. Nothing was written.",
     "413": "The request body is larger than the server accepts (41300; 10 MiB by default).",
@@ -739,6 +840,7 @@ def _paths() -> dict[str, Any]:
             ),
         },
         **_task_paths(),
+        **_schedule_paths(),
     }
 
 
@@ -1026,6 +1128,83 @@ def _task_paths() -> dict[str, Any]:
     return paths
 
 
+_FIRING_TEXT: Final = (
+    "When a schedule's "
+    "`nextRunTime` passes, the server creates the promise of that run, exactly once: its id "
+    "is the `promiseId` template filled in (`{{.id}}`, `{{.timestamp}}` = the run time in "
+    "ms, `{{.date}}` = its UTC date), `timeout = run time + promiseTimeout`, `param = "
+    "promiseParam`, tags = `promiseTags` + `resonate:schedule = <schedule id>` + "
+    '`resonate:invocation = "true"`; a `resonate:invoke` tag among them starts an invoke '
+    "task for the run, as for any promise. The same transaction sets `lastRunTime` to the "
+    "run time and `nextRunTime` to the next cron time after it, so a run fires exactly once "
+    "even across crashes. Runs missed while the server was down are caught up one at a "
+    "time, oldest first, each once (a run already past its promise's timeout creates that "
+    "promise timed out). A generated id that already exists does not wedge the schedule: "
+    "that run is skipped (the existing promise is left untouched) and the schedule "
+    "advances. Deleting a schedule stops its runs; the promises it created stay."
+)
+_SCHEDULES_TEXT: Final = "Durable cron schedules that create promises (API.md 4). " + _FIRING_TEXT
+
+
+def _schedule_paths() -> dict[str, Any]:
+    return {
+        "/schedules": {
+            "post": _operation(
+                "createSchedule",
+                "Create a schedule",
+                "Creates a schedule → **201**; its `nextRunTime` is the first cron time "
+                "after now. If the id exists the request is deduplicated → **200** with the "
+                "stored schedule when the idempotency keys match, else **409** 40901. "
+                f"{_IDEMPOTENCY} Only the key is compared, not the other members. A bad "
+                "cron expression → **400** naming `$.cron` (5 fields, an optional 6th for "
+                "seconds, or an `@hourly`-style shortcut; UTC); a malformed "
+                "`resonate:invoke` receiver in `promiseTags` → **400**. " + _FIRING_TEXT,
+                {201: "Created.", 200: "Deduplicated: the stored schedule."},
+                (400, "409Schedule", 413, 500, 503),
+                schema="Schedule",
+                params=("IdempotencyKey",),
+                body="CreateScheduleBody",
+                tag="schedules",
+            ),
+            "get": _operation(
+                "searchSchedules",
+                "Search schedules",
+                "Schedules matching every given filter, newest first, as promise search: "
+                "`id` pattern with `*`, `tags[k]=v` pairs, `limit` (1..1000, else 400) and "
+                "a `cursor` that carries the whole query (the other filters are then "
+                "ignored; a cursor of a promise search is answered 400).",
+                {200: "One page of results."},
+                (400, 500, 503),
+                schema="SchedulePage",
+                params=("SearchId", "SearchTags", "SearchLimit", "Cursor"),
+                tag="schedules",
+            ),
+        },
+        "/schedules/{id}": {
+            "parameters": [_param("ScheduleId")],
+            "get": _operation(
+                "getSchedule",
+                "Read a schedule",
+                "The schedule, with `lastRunTime` / `nextRunTime` as of its last run → "
+                "**200**; **404** 40401 when there is none.",
+                {200: "The schedule."},
+                ("404Schedule", 500, 503),
+                schema="Schedule",
+                tag="schedules",
+            ),
+            "delete": _operation(
+                "deleteSchedule",
+                "Delete a schedule",
+                "Deletes the schedule → **204**: it fires no more runs; the promises it "
+                "already created stay. **404** 40401 when there is none.",
+                {204: "Deleted (no body)."},
+                ("404Schedule", 500, 503),
+                tag="schedules",
+            ),
+        },
+    }
+
+
 def _parameters() -> dict[str, Any]:
     return {
         "PromiseId": {
@@ -1101,6 +1280,14 @@ def _parameters() -> dict[str, Any]:
             "new connection replaces the old one, which the server closes. Empty → 400.",
             "schema": {"type": "string"},
         },
+        "ScheduleId": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "description": "Schedule id. It may contain `/` (the route is a catch-all: "
+            "`/schedules/a/b` addresses the schedule `a/b`).",
+            "schema": {"type": "string"},
+        },
         "RequestId": {
             "name": "Request-Id",
             "in": "header",
@@ -1142,7 +1329,7 @@ def _parameters() -> dict[str, Any]:
             "in": "query",
             "required": False,
             "description": "Tag filters written `tags[key]=value`; every given pair must match "
-            "exactly (extra tags on a promise are fine).",
+            "exactly (extra tags on a promise or schedule are fine).",
             "style": "deepObject",
             "explode": True,
             "schema": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -1158,7 +1345,9 @@ def _parameters() -> dict[str, Any]:
             "name": "cursor",
             "in": "query",
             "required": False,
-            "description": "Opaque cursor from a previous page; it carries the whole query.",
+            "description": "Opaque cursor from a previous page of the same kind of search "
+            "(a promise cursor on `/schedules`, or the reverse, is answered 400); it carries "
+            "the whole query.",
             "schema": {"type": "string"},
         },
     }
@@ -1214,6 +1403,7 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Tasks and worker streams (API.md 3); see the life cycle "
                 "in the document's description.",
             },
+            {"name": "schedules", "description": _SCHEDULES_TEXT},
             {"name": "locks", "description": "Distributed locks with leases (API.md 5)."},
             {"name": "ops", "description": "Operational endpoints."},
         ],
