@@ -114,6 +114,11 @@ def decide_complete(task: Task | None, counter: int, now: int) -> TaskDecision:
     done = timed_out(task, now)
     if done is not None:  # past its timeout, whether or not the loop noticed yet
         return TaskDecision(200, done, write=done)
+    lost = reclaimable(task, now)
+    if lost is not None:  # the lease ran out: the task goes back, this holder is out
+        return TaskDecision(
+            403, lost, write=lost, code=BAD_COUNTER, reason="the lease ran out; the task moved on"
+        )
     if counter != task.counter:
         return TaskDecision(
             403, task, code=BAD_COUNTER, reason=f"counter is {task.counter}, not {counter}"
@@ -134,6 +139,11 @@ def decide_drop(task: Task | None, counter: int, now: int) -> TaskDecision:
     done = timed_out(task, now)
     if done is not None:
         return TaskDecision(200, done, write=done)
+    lost = reclaimable(task, now)
+    if lost is not None:
+        return TaskDecision(
+            403, lost, write=lost, code=BAD_COUNTER, reason="the lease ran out; the task moved on"
+        )
     if task.state is not TaskState.CLAIMED:
         return TaskDecision(200, task)
     if counter != task.counter:
@@ -155,13 +165,14 @@ def decide_drop(task: Task | None, counter: int, now: int) -> TaskDecision:
 
 def fence_holds(task: Task | None, counter: int, now: int) -> bool:
     """A fenced write may proceed only while its task is CLAIMED with exactly that counter
-    and the lease has not run out (an expired lease is as good as lost, even before the
-    background loop notices)."""
+    and neither the lease nor the task has run out (an expired lease is as good as lost,
+    even before the background loop notices)."""
     return (
         task is not None
         and task.state is TaskState.CLAIMED
         and task.counter == counter
         and (task.expires_at is None or now < task.expires_at)
+        and now < task.timeout
     )
 
 

@@ -415,3 +415,18 @@ async def test_logical_receiver_names(clock: FakeClock) -> None:
         assert (await engine.get_task("__invoke:mail/2")).recv.group == "default"
     finally:
         await engine.stop()
+
+
+async def test_no_resume_for_a_root_that_is_already_complete(world: World) -> None:
+    w = world
+    await w.http.post("/promises", json={"id": "done-root", "timeout": FAR})
+    await w.http.post("/promises", json={"id": "late-leaf", "timeout": FAR})
+    body = {"rootPromiseId": "done-root", "timeout": FAR, "recv": "poll://any@g"}
+    assert (await w.http.post("/promises/callback/late-leaf", json=body)).status_code == 201
+    await w.http.patch("/promises/done-root", json={"state": "RESOLVED"})
+    await w.http.patch("/promises/late-leaf", json={"state": "RESOLVED"})
+    r = await w.http.post(
+        "/tasks/claim",
+        json={"id": "__resume:done-root:late-leaf", "counter": 1, "processId": "p", "ttl": 1},
+    )
+    assert r.status_code == 404  # nothing to resume: no task was created

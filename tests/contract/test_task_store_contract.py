@@ -575,25 +575,25 @@ async def test_ready_tasks_for_only_future_init_tasks_of_that_recv(store: Store)
     assert sorted(ids) == sorted(t.id for t in ts if t.state is INIT)
 
 
-async def test_heartbeat_tasks_only_claimed_tasks_of_that_process(store: Store) -> None:
+async def test_heartbeat_tasks_only_live_claimed_tasks_of_that_process(store: Store) -> None:
     ts = [
-        task("c1", state=CLAIMED, process_id="p", ttl=1_000, expires_at=NOW - 1),
+        task("c1", state=CLAIMED, process_id="p", ttl=1_000, expires_at=NOW + 1),
         task("c2", state=CLAIMED, process_id="p", ttl=30_000, expires_at=NOW + 5),
-        task("other", state=CLAIMED, process_id="q", ttl=1_000, expires_at=NOW),
-        task("enq", state=ENQUEUED, process_id="p", ttl=1_000, expires_at=NOW),
+        task("lost", state=CLAIMED, process_id="p", ttl=1_000, expires_at=NOW),  # ran out
+        task("other", state=CLAIMED, process_id="q", ttl=1_000, expires_at=NOW + 1),
+        task("enq", state=ENQUEUED, process_id="p", ttl=1_000, expires_at=NOW + 1),
         task("init", process_id="p", ttl=1_000),
         task("done", state=COMPLETED, process_id="p", ttl=1_000, expires_at=NOW, completed_on=1),
     ]
     await insert_tasks(store, *ts)
-    later = NOW + 777
-    assert await store.write(lambda tx: tx.heartbeat_tasks("p", later)) == 2
-    assert await get_task(store, "c1") == replace(ts[0], expires_at=later + 1_000)
-    assert await get_task(store, "c2") == replace(ts[1], expires_at=later + 30_000)
-    for t in ts[2:]:
+    assert await store.write(lambda tx: tx.heartbeat_tasks("p", NOW)) == 2
+    assert await get_task(store, "c1") == replace(ts[0], expires_at=NOW + 1_000)
+    assert await get_task(store, "c2") == replace(ts[1], expires_at=NOW + 30_000)
+    for t in ts[2:]:  # a lost lease is not revived; other processes and states untouched
         assert await get_task(store, t.id) == t
-    assert await store.write(lambda tx: tx.heartbeat_tasks("nobody", later)) == 0
+    assert await store.write(lambda tx: tx.heartbeat_tasks("nobody", NOW)) == 0
     assert await store.write(lambda tx: tx.heartbeat_tasks("q", NOW)) == 1
-    assert await get_task(store, "other") == replace(ts[2], expires_at=NOW + 1_000)
+    assert await get_task(store, "other") == replace(ts[3], expires_at=NOW + 1_000)
 
 
 # -- locks -----------------------------------------------------------------------------------

@@ -135,3 +135,15 @@ def test_completes_with_root() -> None:
     assert r.completes_with_root(task(TaskState.INIT, type=TaskKind.RESUME))
     assert not r.completes_with_root(task(TaskState.INIT, type=TaskKind.NOTIFY))
     assert not r.completes_with_root(task(TaskState.COMPLETED))
+
+
+def test_fence_refused_past_the_task_timeout() -> None:
+    assert not r.fence_holds(task(TaskState.CLAIMED, timeout=NOW, expires_at=NOW + 50), 3, NOW)
+
+
+@pytest.mark.parametrize("decide", [r.decide_complete, r.decide_drop])
+def test_complete_or_drop_after_the_lease_ran_out(decide: object) -> None:
+    d = decide(task(TaskState.CLAIMED, expires_at=NOW), 3, NOW)  # type: ignore[operator]
+    assert (d.status, d.code) == (403, r.BAD_COUNTER)
+    assert d.write is not None
+    assert (d.write.state, d.write.counter, d.write.process_id) == (TaskState.INIT, 4, None)

@@ -73,6 +73,9 @@ def on_completed(tx: Tx, promises: Iterable[Promise], now: int) -> list[Task]:
     for p in promises:
         for cb in tx.take_callbacks(p.id):
             if cb.kind is TaskKind.RESUME:
+                root = tx.get_promise(cb.root_promise_id) if cb.root_promise_id else None
+                if root is not None and root.state.completed:
+                    continue  # nothing left to resume
                 task = Task(
                     id=cb.id,
                     type=TaskKind.RESUME,

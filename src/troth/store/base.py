@@ -154,7 +154,8 @@ class Tx(ScheduleTx, Protocol):
         ...
 
     def heartbeat_tasks(self, process_id: str, now: int) -> int:
-        """Extend the lease of every CLAIMED task of a process to ``now + ttl``; return how
+        """Extend the lease of every CLAIMED task of a process whose lease has not run out
+        (``expires_at > now``: a lost lease is not revived) to ``now + ttl``; return how
         many."""
         ...
 

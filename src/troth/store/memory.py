@@ -198,7 +198,8 @@ class MemoryTx:
     def heartbeat_tasks(self, process_id: str, now: int) -> int:
         n = 0
         for t in list(self._s.tasks.values()):
-            if t.state is TaskState.CLAIMED and t.process_id == process_id:
+            live = t.expires_at is None or t.expires_at > now
+            if t.state is TaskState.CLAIMED and t.process_id == process_id and live:
                 self.update_task(msgspec.structs.replace(t, expires_at=now + (t.ttl or 0)))
                 n += 1
         return n

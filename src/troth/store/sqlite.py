@@ -151,7 +151,7 @@ _READY_TASKS_FOR: Final = (
 )
 _HEARTBEAT_TASKS: Final = (
     "UPDATE tasks INDEXED BY tasks_claimed_by_process SET expires_at = :now + coalesce(ttl, 0)"
-    " WHERE state = 'CLAIMED' AND process_id = :process"
+    " WHERE state = 'CLAIMED' AND process_id = :process AND expires_at > :now"
 )
 _PUT_LOCK: Final = (
     f"INSERT INTO locks ({_LOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
