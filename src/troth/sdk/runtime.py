@@ -472,7 +472,7 @@ class Troth:
                 log.info("task %s/%d not claimed: %s", task_id, counter, exc)
                 return
             try:
-                await Execution(self, claimed.root, fence=(task_id, counter)).run()
+                finished = await Execution(self, claimed.root, fence=(task_id, counter)).run()
             except LeaseLost:
                 log.info("task %s/%d: lease lost; another worker has it", task_id, counter)
                 return
@@ -484,6 +484,8 @@ class Troth:
                 log.exception("task %s/%d failed in the runtime; giving it back", task_id, counter)
                 self._spawn(self._release(task_id, counter), f"troth-release:{task_id}")
                 return
+            if finished:
+                return  # completing the root promise completed its task on the server
             with contextlib.suppress(TrothError):
                 await self._client.complete_task(task_id, counter)
 
@@ -524,8 +526,9 @@ class Execution:
                 raise PlatformError(str(exc)) from exc
             raise
 
-    async def run(self) -> None:
-        """Run (replay) the execution to its outcome, or to a suspension.
+    async def run(self) -> bool:
+        """Run (replay) the execution to its outcome (True: the root promise is completed),
+        or to a suspension (False).
 
         Raises ``PlatformError`` (including ``LeaseLost``) when troth itself failed: the
         caller decides how to run it again.
@@ -536,7 +539,7 @@ class Execution:
             f = t.registry.get(spec.func, spec.version or None)
         except Exception as exc:  # cannot even start: that is the outcome
             await self._finish(root.id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
-            return
+            return True
 
         async def attempt() -> Any:
             ctx = Context(self, root.id, root.timeout, root.created_on)
@@ -547,17 +550,18 @@ class Execution:
             result = await run_with_retry(f.retry, attempt)
         except Suspended as s:
             log.debug("execution %s suspended on %s", root.id, s.promise_id)
-            return
+            return False
         except Exception as exc:
             await self._finish(root.id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
-            return
+            return True
         try:
             value = Value(data=t.codec.encode(result))
         except Exception as exc:  # an unencodable result is the function's failure
             value = Value(data=t.codec.encode_error(exc))
             await self._finish(root.id, State.REJECTED, value)
-            return
+            return True
         await self._finish(root.id, State.RESOLVED, value)
+        return True
 
     async def _finish(self, id: str, state: State, value: Value) -> Promise:
         try:
