@@ -77,6 +77,7 @@ from troth.model import (
     Value,
 )
 from troth.recv import parse_recv
+from troth.transport import LeanTransport
 
 __all__ = [
     "DEFAULT_URL",
@@ -1275,7 +1276,7 @@ class AsyncClient(_Base):
         super().__init__(url, timeout)
         self._http = httpx.AsyncClient(
             base_url=self.url,
-            transport=transport,
+            transport=transport if transport is not None else LeanTransport(),
             timeout=timeout,
             headers=_default_headers(token, headers),
         )
