@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
 import httpx
 
 _MAX_HEAD: Final = 64 * 1024
+#: Idle connections older than this are not reused: servers close idle keep-alive
+#: connections (uvicorn after 5 s), and a request sent into a closing one is wasted.
+_MAX_IDLE_S: Final = 3.0
 
 
 class _Closed(Exception):
@@ -31,11 +35,12 @@ class _Closed(Exception):
 
 
 class _Conn:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -107,9 +112,21 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def _release(self, key: tuple[str, int], conn: _Conn) -> None:
         idle = self._idle.setdefault(key, [])
         if len(idle) < self._max_idle and not conn.reader.at_eof():
+            conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
             conn.close()
+
+    def _take(self, key: tuple[str, int]) -> _Conn | None:
+        """The most recently used idle connection that is still fresh, if any."""
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if now - conn.idle_since < _MAX_IDLE_S and not conn.reader.at_eof():
+                return conn
+            conn.close()
+        return None
 
     async def _connect(self, key: tuple[str, int], timeout: float | None) -> _Conn:
         try:
@@ -133,9 +150,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         head = self._head(request, body)
         connect_t, read_t, write_t = _timeouts(request)
         for attempt in range(2):
-            idle = self._idle.get(key)
-            reused = bool(idle)
-            conn = idle.pop() if idle else await self._connect(key, connect_t)
+            conn = self._take(key) if attempt == 0 else None
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(key, connect_t)
             try:
                 return await self._exchange(conn, key, head + body, read_t, write_t)
             except _Closed:
