@@ -1,27 +1,34 @@
 """A hypothesis state machine over the task framework (API.md 3, docs/tasks.md).
 
 An ``Engine`` with worker streams (one group ``g``, workers ``w1``..``w3``) and a fake clock,
-driven by random sequences of: create invoke roots and plain leaves, register callbacks
-(optionally fenced) from leaves to roots, complete promises (resume tasks), dispatch, run the
-overdue loop, claim / complete / drop tasks seen on a worker's stream with the message's
-counter or a stale one, heartbeat, fenced resolve of a task's root, move the clock across
-leases and the time to claim, kill and revive workers.
+driven by random sequences of: create invoke roots, register callbacks (optionally fenced)
+from leaves to roots, complete promises (resume tasks), dispatch, run the overdue loop, move
+the clock (fixed steps, or to just before / at / after a lease, claim time or task timeout),
+kill and revive workers, and let a live worker act on a (task, counter) it saw on its stream
+or claimed - with that counter or a stale one: claim, heartbeat, complete, drop, fenced
+completion of the task's root, suspend (fenced callback, then complete the task).
 
 A reference model predicts every task field for field; after each step the stored tasks
-(read raw from the store) must equal the model, and, independently of the model:
+(read raw from the store) and promise states must equal the model, and, independently of
+the model:
 
 - counters never decrease, and rise only by 1, on a hand-over (an ENQUEUED or CLAIMED task
   going back to INIT: lease or claim time passed, or a drop);
 - COMPLETED / TIMEDOUT tasks never change again;
 - at most one ENQUEUED or CLAIMED task per root promise.
 
-Per step: a claim succeeds only for the current counter of an INIT/ENQUEUED task and never
-twice for one (task, counter); a fenced write succeeds only for the holder (CLAIMED, same
-counter, lease not run out, task not past its timeout), else ``FencingFailed`` and nothing is
-written; completing a root completes its unfinished invoke/resume tasks; a resume task is
-created exactly once per (root, leaf) callback, when the leaf completes; every stream message
-carries the task as it was marked ENQUEUED (its counter at that time). The same machine runs
-over the memory store and over SQLite.
+Per step: every answer (result or error code) matches the model; a claim succeeds only for
+the current counter of an INIT/ENQUEUED task and never twice for one (task, counter); a
+fenced write succeeds only for the holder (CLAIMED, same counter, neither the lease nor the
+task's own timeout run out), else ``FencingFailed`` and nothing is written; a heartbeat
+extends only leases that have not run out (a lost lease is not revived); completing or
+dropping a task whose lease or claim time ran out (and that is not timed out) is refused
+(40308) and hands the task over as the loop would have (INIT, counter + 1); completing a
+root completes its unfinished invoke/resume tasks; a resume task is created at most once per
+(root, leaf) callback, when the leaf completes, and not at all if the root is already
+completed; every stream message carries the task exactly as it was marked ENQUEUED (so its
+counter at that time), and no task version is sent twice. The same machine runs over the
+memory store and over SQLite.
 """
 
 from __future__ import annotations
@@ -79,8 +86,10 @@ ttls = st.sampled_from([1_000, 5_000, 30_000])
 deltas = st.sampled_from([0, 0, 0, 0, -1, 1])  # mostly the counter seen, sometimes stale
 #: Small steps around the leases and the time to claim, and large ones across everything.
 ticks = st.sampled_from([1_000, 5_000, 1, 999, 4_999, 30_000, 61_000, 500, 2_500, 10_000])
+#: Whether a root gets an invoke task (``resonate:invoke``), mostly yes.
+invokes = st.sampled_from([True, False])
 #: Callback (resume task) timeouts relative to now; None is "never".
-cb_timeouts = st.sampled_from([None, 20_000, 2_000, 0])
+cb_timeouts = st.sampled_from([None, 20_000, 2_000, 0, 40_000])
 
 
 class Delivery:
@@ -207,7 +216,13 @@ class TaskMachine(RuleBasedStateMachine):
         """Past its timeout: TIMEDOUT for every rule, whether or not the loop noticed yet."""
         return not t.state.final and self.now >= t.timeout
 
+    def lease_lost(self, t: Task) -> bool:
+        """ENQUEUED/CLAIMED with its claim time or lease run out (the loop may not know yet)."""
+        return t.state.active and t.expires_at is not None and self.now >= t.expires_at
+
     def fence_holds(self, id: str, counter: int) -> bool:
+        """The holder: CLAIMED with that counter, the lease not run out, and the task not past
+        its own timeout (as for claim / complete / drop, whether or not the loop noticed)."""
         t = self.tasks.get(id)
         return (
             t is not None
@@ -215,6 +230,7 @@ class TaskMachine(RuleBasedStateMachine):
             and t.counter == counter
             and t.expires_at is not None
             and self.now < t.expires_at
+            and self.now < t.timeout
         )
 
     def completed(self, id: str) -> None:
@@ -223,6 +239,8 @@ class TaskMachine(RuleBasedStateMachine):
         for root, timeout in self.callbacks.pop(id, {}).items():
             tid = f"__resume:{root}:{id}"
             assert tid not in self.tasks  # a resume task is created once per (root, leaf)
+            if self.promises[root] is not State.PENDING:
+                continue  # the root is completed (maybe ``id`` itself): nothing to resume
             self.tasks[tid] = Task(
                 id=tid,
                 type=TaskKind.RESUME,
@@ -248,7 +266,9 @@ class TaskMachine(RuleBasedStateMachine):
 
     @initialize(
         n=st.integers(2, 3),
-        roots=st.lists(st.sampled_from(ROOTS), min_size=1, unique=True),
+        roots=st.lists(
+            st.tuples(st.sampled_from(ROOTS), invokes), min_size=1, unique_by=lambda r: r[0]
+        ),
         leaves=st.lists(st.sampled_from(LEAVES), min_size=2, unique=True),
         callbacks=st.lists(
             st.tuples(st.sampled_from(PROMISES), st.sampled_from(ROOTS), cb_timeouts), max_size=3
@@ -258,7 +278,7 @@ class TaskMachine(RuleBasedStateMachine):
     def start(
         self,
         n: int,
-        roots: list[str],
+        roots: list[tuple[str, bool]],
         leaves: list[str],
         callbacks: list[tuple[str, str, int | None]],
         claim_ttl: int | None,
@@ -267,8 +287,8 @@ class TaskMachine(RuleBasedStateMachine):
         the invoke tasks sent (and, with ``claim_ttl``, claimed by their workers)."""
         for w in WORKERS[:n]:
             self.connect(self.workers[w])
-        for root in roots:
-            self.create_root(root)
+        for root, invoke in roots:
+            self.create_root(root, invoke)
         for leaf in leaves:
             self.create_leaf(leaf)
         for leaf, root, rel in callbacks:
@@ -277,15 +297,20 @@ class TaskMachine(RuleBasedStateMachine):
         self.store_matches_model()
         self.dispatch(claim_ttl)
 
-    @rule(root=st.sampled_from(ROOTS))
-    def create_root(self, root: str) -> None:
-        got = self.outcome(self.engine.create_promise(root, FAR, tags={"resonate:invoke": RECV}))
+    @rule(root=st.sampled_from(ROOTS), invoke=invokes)
+    def create_root(self, root: str, invoke: bool) -> None:
+        """A root promise, with an invoke task (or without: its resume tasks need not wait for
+        an invoke task to finish first, so they get claimed and fenced with more often)."""
+        tags = {"resonate:invoke": RECV} if invoke else None
+        got = self.outcome(self.engine.create_promise(root, FAR, tags=tags))
         if root in self.promises:
             assert got[0] == "AlreadyExists", got
             return
         assert got[0] == "ok", got
         assert got[1] is not None and got[1][1] is True
         self.promises[root] = State.PENDING
+        if not invoke:
+            return
         tid = f"__invoke:{root}"
         self.tasks[tid] = Task(
             id=tid,
@@ -457,10 +482,13 @@ class TaskMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         action=st.sampled_from(["fenced_complete", "claim", "complete", "suspend", "drop", "beat"]),
+        late=st.sampled_from([None, None, "lease", "timeout"]),
     )
-    def work(self, data: st.DataObject, action: str) -> None:
+    def work(self, data: st.DataObject, action: str, late: str | None) -> None:
         """A live worker acts on a (task, counter) it saw on its stream or claimed - the
-        latest one most often, with that counter most often, else a stale one:
+        latest one most often, with that counter most often, else a stale one - now, or
+        (``late``) just before / at the end of that task's lease or claim time, or of its
+        own timeout, with no loop round in between (the loop may not have noticed yet):
 
         - ``claim`` with a lease of some ttl;
         - ``fenced_complete``: complete the task's root (or another promise) fenced by it;
@@ -470,6 +498,12 @@ class TaskMachine(RuleBasedStateMachine):
         - ``beat``: heartbeat (every task the worker holds).
         """
         w, id, counter = self.token(data)
+        if late is not None:
+            t = self.tasks[id]
+            at = (t.expires_at if t.state.active else None) if late == "lease" else t.timeout
+            if at is not None and self.now < at < FAR:
+                at += data.draw(st.sampled_from([0, -1]), label="offset")
+                self.clock.advance(max(at - self.now, 0))
         if action == "claim":
             self.do_claim(w, id, counter, data.draw(ttls, label="ttl"))
         elif action == "fenced_complete":
@@ -524,7 +558,7 @@ class TaskMachine(RuleBasedStateMachine):
     def do_heartbeat(self, w: str) -> None:
         n = 0
         for id, t in list(self.tasks.items()):
-            if t.state is TaskState.CLAIMED and t.process_id == w:
+            if t.state is TaskState.CLAIMED and t.process_id == w and not self.lease_lost(t):
                 assert t.ttl is not None
                 self.tasks[id] = msgspec.structs.replace(t, expires_at=self.now + t.ttl)
                 n += 1
@@ -538,6 +572,9 @@ class TaskMachine(RuleBasedStateMachine):
         elif self.timed_out(before):
             self.tasks[id] = _finished(before, TaskState.TIMEDOUT, self.now)
             assert got == ("ok", (self.tasks[id], False), 0)
+        elif self.lease_lost(before):  # refused, whatever the counter; the task moves on
+            self.tasks[id] = _handed_over(before, self.now)
+            assert got == ("Forbidden", None, 40308)
         elif counter != before.counter:
             assert got == ("Forbidden", None, 40308)
         elif before.state is not TaskState.CLAIMED:
@@ -552,6 +589,9 @@ class TaskMachine(RuleBasedStateMachine):
         if self.timed_out(before):
             self.tasks[id] = _finished(before, TaskState.TIMEDOUT, self.now)
             assert got == ("ok", (self.tasks[id], False), 0)
+        elif self.lease_lost(before):  # refused, whatever the counter; the task moves on
+            self.tasks[id] = _handed_over(before, self.now)
+            assert got == ("Forbidden", None, 40308)
         elif before.state is not TaskState.CLAIMED:
             assert got == ("ok", (before, False), 0)
         elif counter != before.counter:
