@@ -1,12 +1,13 @@
 """A hypothesis state machine over the task framework (API.md 3, docs/tasks.md).
 
 An ``Engine`` with worker streams (one group ``g``, workers ``w1``..``w3``) and a fake clock,
-driven by random sequences of: create invoke roots, register callbacks (optionally fenced)
-from leaves to roots, complete promises (resume tasks), dispatch, run the overdue loop, move
-the clock (fixed steps, or to just before / at / after a lease, claim time or task timeout),
-kill and revive workers, and let a live worker act on a (task, counter) it saw on its stream
-or claimed - with that counter or a stale one: claim, heartbeat, complete, drop, fenced
-completion of the task's root, suspend (fenced callback, then complete the task).
+driven by random sequences of: create roots (with or without an invoke task), register
+callbacks (optionally fenced) from leaves to roots, complete promises (resume tasks),
+dispatch, run the overdue loop, move the clock (fixed steps, or to just before / at / after
+a lease, claim time or task timeout), kill and revive workers, and let a live worker act on
+a (task, counter) it saw on its stream or claimed - with that counter or a stale one, now or
+just at / before the end of its lease or its timeout: claim, heartbeat, complete, drop,
+fenced completion of the task's root, suspend (fenced callback, then complete the task).
 
 A reference model predicts every task field for field; after each step the stored tasks
 (read raw from the store) and promise states must equal the model, and, independently of
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -55,7 +57,7 @@ from hypothesis.stateful import (
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.engine.dispatch import Dispatcher, TaskSettings
-from troth.errors import TrothError
+from troth.errors import FencingFailed, TrothError
 from troth.model import Recv, State, Task, TaskKind, TaskState
 from troth.recv import parse_recv
 from troth.server.stream import StreamConn, StreamRegistry
@@ -273,6 +275,7 @@ class TaskMachine(RuleBasedStateMachine):
         callbacks=st.lists(
             st.tuples(st.sampled_from(PROMISES), st.sampled_from(ROOTS), cb_timeouts), max_size=3
         ),
+        resume=st.booleans(),
         claim_ttl=st.one_of(ttls, st.none()),
     )
     def start(
@@ -281,10 +284,12 @@ class TaskMachine(RuleBasedStateMachine):
         roots: list[tuple[str, bool]],
         leaves: list[str],
         callbacks: list[tuple[str, str, int | None]],
+        resume: bool,
         claim_ttl: int | None,
     ) -> None:
-        """Workers connected, some roots and leaves, some callbacks from leaves to roots;
-        the invoke tasks sent (and, with ``claim_ttl``, claimed by their workers)."""
+        """Workers connected, some roots and leaves, some callbacks from leaves to roots, with
+        ``resume`` the first callback's promise completed (resume tasks from the start); the
+        tasks sent (and, with ``claim_ttl``, claimed by their workers)."""
         for w in WORKERS[:n]:
             self.connect(self.workers[w])
         for root, invoke in roots:
@@ -294,6 +299,8 @@ class TaskMachine(RuleBasedStateMachine):
         for leaf, root, rel in callbacks:
             if root in self.promises:
                 self.do_register(leaf, root, rel, None)
+        if resume and callbacks:
+            self.complete_promise(callbacks[0][0], State.RESOLVED)
         self.store_matches_model()
         self.dispatch(claim_ttl)
 
@@ -703,3 +710,46 @@ SqliteTaskMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestTasksOnSqlite = SqliteTaskMachine.TestCase
+
+
+async def test_fence_ends_at_the_task_timeout_before_the_lease() -> None:
+    """Directed (the machine seldom builds it): a resume task claimed with a lease that
+    outlasts its own timeout; its fence holds until the timeout, not after, even though
+    the lease is still live and the loop has not timed the task out yet."""
+    clock = FakeClock(START)
+    streams = StreamRegistry()
+    engine = Engine(MemoryStore(), clock, delivery=Delivery(streams), task_settings=SETTINGS)
+    await engine.open()
+    try:
+        streams.connect(GROUP, "w1")
+        for id in ("root", "l1", "l2", "l3"):
+            await engine.create_promise(id, FAR)  # a root without an invoke task
+        await engine.register_callback(
+            "l1", root_promise_id="root", timeout=START + 2_000, recv=RECV
+        )
+        await engine.complete_promise("l1", State.RESOLVED)
+        assert engine.dispatcher is not None
+        assert await engine.dispatcher.dispatch() == 1
+        id = "__resume:root:l1"
+        claimed = await engine.claim_task(id, 1, process_id="w1", ttl=30_000)
+        assert claimed.task.expires_at == START + 30_000
+
+        clock.advance(1_999)  # just before the task timeout: the holder may write
+        cb, _ = await engine.register_callback(
+            "l2", root_promise_id="root", timeout=FAR, recv=RECV, fence=(id, 1)
+        )
+        assert cb is not None
+
+        clock.advance(1)  # at the task timeout, the lease still live for 28 s
+        with pytest.raises(FencingFailed):
+            await engine.register_callback(
+                "l3", root_promise_id="root", timeout=FAR, recv=RECV, fence=(id, 1)
+            )
+        with pytest.raises(FencingFailed):
+            await engine.complete_promise("root", State.RESOLVED, fence=(id, 1))
+        assert (await engine.get_task(id)).state is TaskState.CLAIMED  # the loop did not run
+        assert (await engine.get_promise("root")).state is State.PENDING  # nothing written
+        task, changed = await engine.complete_task(id, 1)
+        assert (task.state, changed) == (TaskState.TIMEDOUT, False)
+    finally:
+        await engine.stop()
