@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from troth.engine import Engine
-from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError, ValidationError
+from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError
 from troth.model import EMPTY
 from troth.server import wire
 from troth.server.fastpath import FastPath
@@ -150,15 +150,7 @@ class Api:
 
     async def search_promises(self, request: Request) -> Response:
         params = request.query_params
-        tags: dict[str, str] = {}
-        for key, value in params.multi_items():
-            if key.startswith("tags[") and key.endswith("]") and len(key) > 6:
-                tags[key[5:-1]] = value
-            elif key.startswith("tags"):
-                raise ValidationError(
-                    f"tag filters are written tags[key]=value, got {key!r} - at {key}",
-                    details=[{"field": key}],
-                )
+        tags = wire.parse_tag_filters(params.multi_items())
         limit = params.get("limit")
         page = await self.engine.search_promises(
             pattern=params.get("id") or "*",

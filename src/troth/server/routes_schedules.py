@@ -63,10 +63,7 @@ class ScheduleApi:
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
-        tags: dict[str, str] = {}
-        for key, value in params.multi_items():
-            if key.startswith("tags[") and key.endswith("]") and len(key) > 6:
-                tags[key[5:-1]] = value
+        tags = wire.parse_tag_filters(params.multi_items())
         limit = params.get("limit")
         schedules, cursor = await self.engine.search_schedules(
             pattern=params.get("id") or "*",

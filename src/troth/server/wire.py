@@ -99,3 +99,17 @@ def parse_int(raw: str, field: str) -> int:
         raise ValidationError(
             f"{field} must be an integer, got {raw!r} - at {field}", details=[{"field": field}]
         ) from None
+
+
+def parse_tag_filters(items: list[tuple[str, str]]) -> dict[str, str]:
+    """``tags[k]=v`` query parameters of a search; a malformed ``tags…`` key is a 400."""
+    tags: dict[str, str] = {}
+    for key, value in items:
+        if key.startswith("tags[") and key.endswith("]") and len(key) > 6:
+            tags[key[5:-1]] = value
+        elif key.startswith("tags"):
+            raise ValidationError(
+                f"tag filters are written tags[key]=value, got {key!r} - at {key}",
+                details=[{"field": key}],
+            )
+    return tags
