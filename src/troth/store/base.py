@@ -159,6 +159,27 @@ class Tx(ScheduleTx, Protocol):
         many."""
         ...
 
+    # -- operator queries (metrics, dashboard): indexed, never a scan of all rows --------
+
+    def count_pending_promises(self) -> int:
+        """How many promises are PENDING (an index count; metrics read it per scrape)."""
+        ...
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        """How many unfinished tasks there are per state (INIT, ENQUEUED, CLAIMED; states
+        with none may be absent)."""
+        ...
+
+    def active_tasks(self, limit: int) -> list[Task]:
+        """Up to ``limit`` unfinished tasks (INIT, ENQUEUED, CLAIMED), earliest ``timeout``
+        first, then ``id``."""
+        ...
+
+    def callbacks_of(self, promise_id: str) -> list[Callback]:
+        """The callbacks and subscriptions registered on a promise (without taking them),
+        oldest first (``created_on``, ``id``)."""
+        ...
+
     # -- locks ---------------------------------------------------------------------------
 
     def get_lock(self, resource_id: str) -> Lock | None: ...

@@ -145,6 +145,24 @@ class MemoryTx:
         s.tasks[task.id] = task
         self.undo.append(lambda: s.tasks.__setitem__(task.id, old))
 
+    def count_pending_promises(self) -> int:
+        return sum(1 for _, p in self._s.promises.values() if p.state is State.PENDING)
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self._s.tasks.values():
+            if not t.state.final:
+                out[t.state.value] = out.get(t.state.value, 0) + 1
+        return out
+
+    def active_tasks(self, limit: int) -> list[Task]:
+        active = [t for t in self._s.tasks.values() if not t.state.final]
+        return sorted(active, key=lambda t: (t.timeout, t.id))[:limit]
+
+    def callbacks_of(self, promise_id: str) -> list[Callback]:
+        found = [cb for cb in self._s.callbacks.values() if cb.promise_id == promise_id]
+        return sorted(found, key=lambda cb: (cb.created_on, cb.id))
+
     def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
         return [
             t

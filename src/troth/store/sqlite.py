@@ -516,6 +516,38 @@ class SqliteTx:
     def heartbeat_tasks(self, process_id: str, now: int) -> int:
         return self.c.execute(_HEARTBEAT_TASKS, {"now": now, "process": process_id}).rowcount
 
+    # -- operator queries (metrics, dashboard) --------------------------------------------
+
+    def count_pending_promises(self) -> int:
+        row = self.c.execute(
+            "SELECT count(*) FROM promises INDEXED BY promises_pending_by_timeout"
+            " WHERE state = 'PENDING'"
+        ).fetchone()
+        return int(row[0])
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        rows = self.c.execute(
+            "SELECT state, count(*) FROM tasks INDEXED BY tasks_unfinished_by_timeout"
+            f" WHERE {_UNFINISHED} GROUP BY state"
+        )
+        return {state: int(n) for state, n in rows}
+
+    def active_tasks(self, limit: int) -> list[Task]:
+        rows = self.c.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_unfinished_by_timeout"
+            f" WHERE {_UNFINISHED} ORDER BY timeout, id LIMIT ?",
+            (limit,),
+        )
+        return [_task(r) for r in rows]
+
+    def callbacks_of(self, promise_id: str) -> list[Callback]:
+        rows = self.c.execute(
+            f"SELECT {_CB_COLUMNS} FROM callbacks INDEXED BY callbacks_by_promise"
+            " WHERE promise_id = ? ORDER BY created_on, id",
+            (promise_id,),
+        )
+        return [_callback(r) for r in rows]
+
     # -- locks ----------------------------------------------------------------------------
 
     def get_lock(self, resource_id: str) -> Lock | None:
@@ -660,6 +692,9 @@ class SqliteStore:
         self._read_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        #: Optional observer (metrics): called on the writer thread after each write
+        #: transaction with its number of operations and its duration in seconds.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     # -- connections ---------------------------------------------------------------------
 
@@ -818,11 +853,14 @@ class SqliteStore:
         return outcomes
 
     def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item]) -> None:
+        started = time.perf_counter()
         try:
             try:
                 outcomes = self._apply(conn, tx, batch, isolate=False)
             except _OpRaised:
                 outcomes = self._apply(conn, tx, batch, isolate=True)
+            if self.on_commit is not None:
+                self.on_commit(len(batch), time.perf_counter() - started)
         except sqlite3.Error as exc:
             log.error("write transaction of %d operations failed: %s", len(batch), exc)
             if conn.in_transaction:
