@@ -1,0 +1,1 @@
+"""Reliability tools (history checker, crash harness, soak); see docs/reliability.md."""
