@@ -43,6 +43,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from troth import config
 from troth.client import (
     DEFAULT_URL,
     CallbackResult,
@@ -82,7 +83,6 @@ _STATE_STYLE: Final = {
     State.REJECTED_CANCELED: "magenta",
     State.REJECTED_TIMEDOUT: "red",
 }
-_LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 # -- parameter types ---------------------------------------------------------------------
@@ -515,99 +515,184 @@ def main() -> None:
     """troth: durable promises (a Resonate-compatible server and its client)."""
 
 
-@main.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    envvar="TROTH_HOST",
-    show_envvar=True,
-    show_default=True,
-    help="Interface to listen on.",
-)
-@click.option(
-    "--port",
-    default=8001,
-    type=click.IntRange(0, 65535),
-    envvar="TROTH_PORT",
-    show_envvar=True,
-    show_default=True,
-    help="HTTP port.",
-)
-@click.option(
-    "--store",
-    default="sqlite:///troth.db",
-    envvar="TROTH_STORE",
-    show_envvar=True,
-    show_default=True,
-    help="Storage URL: sqlite:///PATH or memory://.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
-    envvar="TROTH_LOG_LEVEL",
-    show_envvar=True,
-    show_default=True,
-    help="Logging level.",
-)
-@click.option(
-    "--poll-port",
-    type=click.IntRange(0, 65535),
-    envvar="TROTH_POLL_PORT",
-    show_envvar=True,
-    help="Also serve worker streams at GET /{group}/{id} on this port (older clients).",
-)
-@click.option(
-    "--public-url",
-    metavar="URL",
-    envvar="TROTH_PUBLIC_URL",
-    show_envvar=True,
-    help="Base URL workers reach this server at, for the links in task messages "
-    "[default: http://HOST:PORT].",
-)
-@click.option(
-    "--receiver",
-    "receivers",
-    multiple=True,
-    metavar="NAME=RECV",
-    envvar="TROTH_RECEIVERS",
-    show_envvar=True,
-    help="A logical receiver name usable as recv, e.g. mailers=poll://any@mailers or "
-    "hooks=https://example.com/in (repeatable; the env var takes a space-separated list). "
-    "'default' is poll://any@default unless given.",
-)
-def serve(
-    host: str,
-    port: int,
-    store: str,
-    log_level: str,
-    poll_port: int | None,
-    public_url: str | None,
-    receivers: tuple[str, ...],
-) -> None:
-    """Run the server until SIGTERM or Ctrl-C."""
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager ``--config``: put the file's options into ``default_map`` (flag > env > file)."""
+    if value is None:
+        return None
+    try:
+        loaded = config.load_file(value)
+    except config.ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    ctx.default_map = {**(ctx.default_map or {}), **loaded}
+    return value
+
+
+def _server_options(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Every option of ``config.OPTIONS`` as a flag with its ``TROTH_*`` variable, plus
+    ``--config``."""
+    for option in reversed(config.OPTIONS):
+        kwargs: dict[str, Any] = {
+            "envvar": option.envvar,
+            "show_envvar": True,
+            "help": option.help,
+        }
+        if option.metavar:
+            kwargs["metavar"] = option.metavar
+        if option.kind == "bool":
+            decls = [f"{option.flag}/--no-{option.flag[2:]}"]
+            kwargs.update(default=option.default, show_default=True)
+        elif option.kind == "list":
+            decls = [option.alias, option.flag] if option.alias else [option.flag]
+            kwargs.update(multiple=True)
+        elif option.kind == "choice":
+            decls = [option.flag]
+            kwargs.update(
+                default=option.default,
+                show_default=True,
+                type=click.Choice(option.choices, case_sensitive=False),
+            )
+        elif option.kind == "int":
+            decls = [option.flag]
+            lo = 1 if option.name == "max_body" else 0
+            hi = None if option.name == "max_body" else 65535
+            kwargs.update(default=option.default, type=click.IntRange(lo, hi))
+            kwargs["show_default"] = option.default is not None
+        else:
+            decls = [option.flag]
+            kwargs.update(default=option.default, show_default=option.default is not None)
+        fn = click.option(*decls, option.name, **kwargs)(fn)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        envvar="TROTH_CONFIG",
+        show_envvar=True,
+        is_eager=True,
+        expose_value=True,
+        callback=_load_config_file,
+        help="TOML file of these options by name (host = ..., auth_tokens = [...]); "
+        "flags and TROTH_* variables override it.",
+    )(fn)
+
+
+def _effective(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options' values, lists as lists, in ``config.OPTIONS`` order."""
+    out: dict[str, Any] = {}
+    for option in config.OPTIONS:
+        value = values[option.name]
+        if option.kind == "list":
+            value = list(value)
+        elif option.kind == "choice" and isinstance(value, str):
+            value = value.lower()
+        out[option.name] = value
+    return out
+
+
+def _sources(ctx: click.Context) -> dict[str, str]:
+    names = {
+        click.core.ParameterSource.COMMANDLINE: "flag",
+        click.core.ParameterSource.ENVIRONMENT: "env",
+        click.core.ParameterSource.DEFAULT_MAP: "file",
+        click.core.ParameterSource.DEFAULT: "default",
+    }
+    out: dict[str, str] = {}
+    for option in config.OPTIONS:
+        source = ctx.get_parameter_source(option.name)
+        out[option.name] = names.get(source, "default") if source is not None else "default"
+    return out
+
+
+def _authenticator(values: dict[str, Any]) -> Any:
+    from troth.server.auth import Authenticator
+
+    if values["auth"] == "none":
+        return None
+    try:
+        return Authenticator(values["auth"], values["auth_users"], values["auth_tokens"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _receivers(items: Iterable[str]) -> dict[str, str]:
     from troth.errors import ValidationError
     from troth.recv import parse_recv
-    from troth.server.main import serve as run_server
 
-    extra: dict[str, Any] = {}
     named: dict[str, str] = {}
-    for item in receivers:
+    for item in items:
         name, sep, target = item.partition("=")
         try:
             if not sep or not name:
                 raise ValidationError("expected NAME=RECV")
             parse_recv(target, "--receiver", {})
         except ValidationError as exc:
-            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint="--receiver") from None
+            raise click.BadParameter(f"{item!r}: {exc.message}", param_hint="--receivers") from None
         named[name] = target
+    return named
+
+
+@main.command()
+@_server_options
+@click.pass_context
+def serve(ctx: click.Context, /, config_file: str | None, **values: Any) -> None:
+    """Run the server until SIGTERM or Ctrl-C.
+
+    Every option can also be set by its TROTH_* environment variable or, by name, in the
+    --config TOML file; a flag beats the variable, which beats the file. `troth config show`
+    prints what is in effect.
+    """
+    from troth.server.main import serve as run_server
+
+    values = _effective(ctx, values)
+    auth = _authenticator(values)
+    extra: dict[str, Any] = {}
+    named = _receivers(values["receivers"])
     if named:
         extra["receivers"] = named
-    if poll_port is not None:
-        extra["poll_port"] = poll_port
-    if public_url is not None:
-        extra["public_url"] = public_url
-    run_server(host=host, port=port, store_url=store, log_level=log_level.lower(), **extra)
+    if values["poll_port"] is not None:
+        extra["poll_port"] = values["poll_port"]
+    if values["public_url"] is not None:
+        extra["public_url"] = values["public_url"]
+    run_server(
+        host=values["host"],
+        port=values["port"],
+        store_url=values["store"],
+        log_level=values["log_level"],
+        log_format=values["log_format"],
+        access_log=values["access_log"],
+        auth=auth,
+        metrics_public=values["metrics_public"],
+        max_body=values["max_body"],
+        **extra,
+    )
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Inspect the server configuration."""
+
+
+@config_group.command(name="show")
+@_server_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+@click.pass_context
+def config_show(
+    ctx: click.Context, /, config_file: str | None, as_json: bool, **values: Any
+) -> None:
+    """Print the configuration `troth serve` would run with (same flags, variables and
+    --config file), secrets masked, each option with where its value came from."""
+    values = _effective(ctx, values)
+    _authenticator(values)  # refuse an unusable auth setup here too
+    _receivers(values["receivers"])
+    sources = _sources(ctx)
+    masked = {name: config.mask(name, value) for name, value in values.items()}
+    if as_json:
+        _print_json({"config": masked, "source": sources, "file": config_file})
+        return
+    if config_file:
+        click.echo(f"# config file: {config_file}")
+    for name, value in masked.items():
+        line = f"# {name} is not set" if value is None else f"{name} = {json.dumps(value)}"
+        click.echo(f"{line:<60} # {sources[name]}")
 
 
 @main.group()

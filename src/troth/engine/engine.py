@@ -140,6 +140,9 @@ class Engine(TaskOps, ScheduleOps):
         self._seen_while_awake: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: Optional observer (metrics): called with every promise a write created, completed
+        #: or timed out, after it committed.
+        self.on_written: Callable[[Promise], None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -430,6 +433,8 @@ class Engine(TaskOps, ScheduleOps):
             self.tasks_changed()
         for p in done:
             self.waiters.notify(p.id)
+            if self.on_written is not None:
+                self.on_written(p)
         return {p.id: p for p in done}
 
     async def get_promise(self, id: str) -> Promise:
@@ -515,6 +520,8 @@ class Engine(TaskOps, ScheduleOps):
         """
         if written is None:
             return
+        if self.on_written is not None:
+            self.on_written(written)
         if written.state is not State.PENDING:
             self.waiters.notify(written.id)
         elif self._sweeper_awake:
@@ -549,6 +556,8 @@ class Engine(TaskOps, ScheduleOps):
                 self.tasks_changed()
             for p in batch:
                 self.waiters.notify(p.id)
+                if self.on_written is not None:
+                    self.on_written(p)
             total += len(batch)
             if len(batch) < SWEEP_BATCH:
                 return total

@@ -24,11 +24,15 @@ from troth.engine import Engine
 from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError
 from troth.model import EMPTY
 from troth.server import wire
+from troth.server.auth import Authenticator
 from troth.server.fastpath import FastPath
+from troth.server.front import Front
+from troth.server.metrics import CONTENT_TYPE, Metrics
 from troth.server.openapi import openapi_document
 from troth.server.routes_schedules import ScheduleApi
 from troth.server.routes_tasks import TaskApi
 from troth.server.stream import StreamRegistry
+from troth.server.ui import UiApi
 from troth.server.wire_tasks import parse_fence
 
 log = logging.getLogger("troth.server")
@@ -67,9 +71,12 @@ class Headers(Protocol):
 class Api:
     """Route handlers bound to one engine."""
 
-    def __init__(self, engine: Engine, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, engine: Engine, max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None
+    ) -> None:
         self.engine = engine
         self.max_body = max_body
+        self.metrics = metrics
 
     async def body(self, request: Request) -> bytes:
         """Read the body, refusing (413) more than ``max_body`` bytes without buffering it."""
@@ -99,6 +106,11 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document())
+
+    async def prometheus(self, request: Request) -> Response:
+        if self.metrics is None:
+            return _error_response(40400, "metrics are off on this server")
+        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     # -- promises ------------------------------------------------------------------------
 
@@ -189,20 +201,39 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 class _App(Starlette):
-    """Starlette with the write fast path (``troth.server.fastpath``) as its outermost layer."""
+    """Starlette behind the write fast path (``troth.server.fastpath``), both behind the
+    front layer (``troth.server.front``: request id, auth, metrics, access log)."""
 
-    def __init__(self, api: Api, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        api: Api,
+        auth: Authenticator | None,
+        access_log: bool,
+        metrics_public: bool,
+        **kwargs: Any,
+    ) -> None:
         self._api = api
+        self._auth = auth
+        self._access_log = access_log
+        self._metrics_public = metrics_public
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
         api = self._api
-        return FastPath(
+        fast = FastPath(
             super().build_middleware_stack(),
             api.create,
             api.complete,
             _troth_error_body,
             api.max_body,
+        )
+        return Front(
+            fast,
+            auth=self._auth,
+            metrics=api.metrics,
+            access_log=self._access_log,
+            metrics_public=self._metrics_public,
+            max_body=api.max_body,
         )
 
 
@@ -213,28 +244,43 @@ def create_app(
     manage: bool = True,
     streams: StreamRegistry | None = None,
     keepalive_s: float = 15.0,
+    auth: Authenticator | None = None,
+    metrics: Metrics | None = None,
+    access_log: bool = False,
+    metrics_public: bool = True,
 ) -> Starlette:
     """Build the ASGI app over ``engine``.
 
     Args:
         manage: start the engine (and its sweeper) in the app's lifespan and stop it at
             shutdown. In-process tests that run the engine themselves pass ``False``.
+        auth: check credentials on every route but the public ones (``None``: auth off).
+        metrics: where to count; default a new ``Metrics`` hooked to the engine and store.
+        access_log: log one line per request (``troth.access``).
+        metrics_public: ``/metrics`` answers without credentials when auth is on.
     """
-    api = Api(engine, max_body)
     if streams is None:
         streams = StreamRegistry()
+    if metrics is None:
+        metrics = Metrics(engine, streams)
+    engine.on_written = metrics.observe_promise
+    if hasattr(engine.store, "on_commit"):
+        engine.store.on_commit = metrics.observe_commit
+    api = Api(engine, max_body, metrics)
     tasks = TaskApi(engine, api.body, streams, keepalive_s)
     routes = [
         Route("/ping", api.ping, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/metrics", api.prometheus, methods=["GET"]),
         Route("/promises", api.create_promise, methods=["POST"]),
         Route("/promises", api.search_promises, methods=["GET"]),
         Route("/promises/{id:path}", api.get_promise, methods=["GET"]),
         Route("/promises/{id:path}", api.complete_promise, methods=["PATCH"]),
         *tasks.routes(),
         *ScheduleApi(engine, api.body).routes(),
+        *UiApi(engine, streams, auth.mode if auth is not None else "none").routes(),
     ]
 
     @contextlib.asynccontextmanager
@@ -250,6 +296,9 @@ def create_app(
 
     app = _App(
         api,
+        auth,
+        access_log,
+        metrics_public,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -261,13 +310,16 @@ def create_app(
     app.state.engine = engine
     app.state.streams = streams
     app.state.tasks = tasks
+    app.state.metrics = metrics
+    app.state.auth = auth
+    app.state.access_log = access_log
     return app
 
 
-def create_poll_app(app: Starlette) -> Starlette:
+def create_poll_app(app: Starlette) -> ASGIApp:
     """The ``--poll-port`` app: only the worker stream, at ``GET /{group}/{id}``."""
     tasks: TaskApi = app.state.tasks
-    return Starlette(
+    poll = Starlette(
         routes=tasks.poll_routes(),
         exception_handlers={
             TrothError: _troth_error,
@@ -275,6 +327,7 @@ def create_poll_app(app: Starlette) -> Starlette:
             Exception: _internal_error,
         },
     )
+    return Front(poll, auth=app.state.auth, metrics=None, access_log=app.state.access_log)
 
 
 __all__ = ["StoreUnavailable", "create_app"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Generator, Mapping
 from types import FrameType
@@ -22,7 +23,10 @@ import uvloop
 
 from troth.engine import Engine
 from troth.engine.dispatch import TaskSettings
-from troth.server.app import create_app, create_poll_app
+from troth.logs import log_loop_errors, setup_logging
+from troth.server.app import DEFAULT_MAX_BODY, create_app, create_poll_app
+from troth.server.auth import Authenticator
+from troth.server.metrics import MeasuredDelivery, Metrics
 from troth.server.push import ServerDelivery
 from troth.server.stream import StreamRegistry
 from troth.store import create_store
@@ -66,6 +70,8 @@ def _config(
         port=port,
         log_level=log_level,
         access_log=False,
+        # Logging is configured by ``troth.logs.setup_logging`` (text or JSON lines).
+        log_config=None,
         http="httptools",
         loop="none",
         lifespan=lifespan,
@@ -77,6 +83,15 @@ def _config(
     )
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(
     *,
     host: str = "127.0.0.1",
@@ -86,6 +101,11 @@ def serve(
     poll_port: int | None = None,
     public_url: str | None = None,
     receivers: Mapping[str, Any] | None = None,
+    log_format: str = "text",
+    access_log: bool = True,
+    auth: Authenticator | None = None,
+    metrics_public: bool = True,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> None:
     """Serve the API until SIGTERM/SIGINT.
 
@@ -93,17 +113,35 @@ def serve(
         public_url: the base URL workers use to reach this server (task messages carry
             claim/complete/heartbeat links on it); default ``http://<host>:<port>``.
         receivers: logical receiver names, e.g. ``{"mailers": "poll://any@mailers"}``.
+        log_format: ``text`` or ``json`` (one object per line).
+        access_log: one info line per request (``troth.access``).
+        auth: credentials checked on every non-public route; ``None`` is auth off.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(log_level, log_format)
+    if auth is None and not _loopback(host):
+        logging.getLogger("troth.server").warning(
+            "listening on %s without authentication: anyone who reaches this port can read "
+            "and complete promises (see --auth)",
+            host,
+        )
     streams = StreamRegistry()
-    delivery = ServerDelivery(streams)
+    server_delivery = ServerDelivery(streams)
     settings = TaskSettings(base_url=(public_url or f"http://{host}:{port}").rstrip("/"))
+    delivery = MeasuredDelivery(server_delivery, None)
     engine = Engine(
         create_store(store_url), delivery=delivery, task_settings=settings, receivers=receivers
     )
-    app = create_app(engine, streams=streams)
+    metrics = Metrics(engine, streams)
+    delivery.metrics = metrics
+    app = create_app(
+        engine,
+        streams=streams,
+        auth=auth,
+        metrics=metrics,
+        access_log=access_log,
+        metrics_public=metrics_public,
+        max_body=max_body,
+    )
     followers: list[uvicorn.Server] = []
     if poll_port is not None:
         followers.append(
@@ -112,10 +150,11 @@ def serve(
     server = _Server(_config(app, host, port, log_level, "on"), engine, streams, followers)
 
     async def main() -> None:
+        log_loop_errors(asyncio.get_running_loop())
         try:
             await asyncio.gather(server.serve(), *(f.serve() for f in followers))
         finally:
-            await delivery.aclose()
+            await server_delivery.aclose()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
