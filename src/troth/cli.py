@@ -57,7 +57,7 @@ from troth.client import (
     callback_to_wire,
 )
 from troth.durations import parse_duration_ms
-from troth.errors import TrothError
+from troth.errors import TrothError, ValidationError
 from troth.model import (
     MAX_TIMEOUT,
     Callback,
@@ -330,6 +330,7 @@ class _Settings(msgspec.Struct):
     json: bool
     timeout: float
     token: str | None
+    user: str | None = None
 
 
 def _fail(exc: TrothError) -> NoReturn:
@@ -353,13 +354,21 @@ def _client_command(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 def _settings(ctx: click.Context, as_json: bool = False) -> _Settings:
     settings = ctx.find_object(_Settings)
     assert settings is not None, "the command group did not run"
+    user = ctx.meta.get(_USER_KEY)
+    if user is not None:
+        settings.user = user
     if as_json:
         settings.json = True
     return settings
 
 
 def _client(settings: _Settings) -> Client:
-    return Client(settings.url, timeout=settings.timeout, token=settings.token)
+    try:
+        return Client(
+            settings.url, timeout=settings.timeout, token=settings.token, user=settings.user
+        )
+    except ValidationError as exc:
+        raise click.UsageError(exc.message) from None
 
 
 def _show(settings: _Settings, p: Promise) -> None:
@@ -464,6 +473,14 @@ def _deadline(timeout: int | None, timeout_at: int | None) -> int:
     raise click.UsageError("give exactly one of --timeout and --timeout-at")
 
 
+_USER_KEY: Final = "troth.user"
+
+
+def _remember_user(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[_USER_KEY] = value
+
+
 def _connection_options(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """The options of every client command group (before the command name)."""
     fn = click.option(
@@ -476,10 +493,19 @@ def _connection_options(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         help="Seconds to wait for the server to answer.",
     )(fn)
     fn = click.option(
+        "--user",
+        envvar="TROTH_USER",
+        show_envvar=True,
+        metavar="NAME:PASSWORD",
+        expose_value=False,
+        callback=_remember_user,
+        help="Basic-auth credentials (when the server runs with --auth basic).",
+    )(fn)
+    fn = click.option(
         "--token",
         envvar="TROTH_TOKEN",
         show_envvar=True,
-        help="Bearer token (when the server has authentication on).",
+        help="Bearer token (when the server runs with --auth token).",
     )(fn)
     fn = click.option(
         "--json",

@@ -51,6 +51,7 @@ They decode to ``troth.model.Schedule``; a page of a schedule search is a ``Sche
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import time
@@ -58,7 +59,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, 
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -859,18 +860,48 @@ def _connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
     return ConnectionFailed(f"{what}; check the URL (--url / TROTH_URL) and that it is running")
 
 
-def _default_headers(token: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
-    out = {"Accept": "application/json", **(headers or {})}
+def authorization(url: str, token: str | None, user: str | None) -> tuple[str, str | None]:
+    """The URL without credentials, and the ``Authorization`` header to send.
+
+    Credentials, first found wins: ``token`` (bearer), ``user`` (``NAME:PASSWORD``, basic),
+    the URL's own ``http://name:password@host``, then ``$TROTH_TOKEN``, then ``$TROTH_USER``.
+    """
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        if token is None and user is None:
+            user = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    if token is None and user is None:
+        token = os.environ.get("TROTH_TOKEN") or None
+        user = os.environ.get("TROTH_USER") or None
     if token is not None:
-        out["Authorization"] = f"Bearer {token}"
+        return url, f"Bearer {token}"
+    if user is not None:
+        if ":" not in user:
+            raise ValidationError("user must be NAME:PASSWORD (basic authentication)")
+        return url, "Basic " + base64.b64encode(user.encode()).decode()
+    return url, None
+
+
+def _default_headers(auth: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    out = {"Accept": "application/json", **(headers or {})}
+    if auth is not None:
+        out["Authorization"] = auth
     return out
 
 
 class _Base:
     """Configuration and request plumbing shared by both clients."""
 
-    def __init__(self, url: str | None, timeout: float) -> None:
-        self.url = (url or os.environ.get("TROTH_URL") or DEFAULT_URL).rstrip("/")
+    def __init__(
+        self, url: str | None, timeout: float, token: str | None = None, user: str | None = None
+    ) -> None:
+        raw = (url or os.environ.get("TROTH_URL") or DEFAULT_URL).rstrip("/")
+        self.url, self._auth = authorization(raw, token, user)
         self.timeout = timeout
 
     def _timeout_for(self, call: _Call) -> httpx.Timeout:
@@ -904,6 +935,9 @@ class Client(_Base):
         timeout: seconds for connecting, writing and reading (a wait adds its own duration).
         transport: an httpx transport (tests: ``httpx.MockTransport``).
         token: bearer token sent as ``Authorization: Bearer <token>``.
+        user: ``NAME:PASSWORD`` for basic authentication (or put them in the URL,
+            ``http://name:password@host:8001``). Without either, ``$TROTH_TOKEN`` or
+            ``$TROTH_USER`` is used when set.
         headers: extra headers sent with every request.
     """
 
@@ -914,14 +948,15 @@ class Client(_Base):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         token: str | None = None,
+        user: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(url, timeout)
+        super().__init__(url, timeout, token, user)
         self._http = httpx.Client(
             base_url=self.url,
             transport=transport,
             timeout=timeout,
-            headers=_default_headers(token, headers),
+            headers=_default_headers(self._auth, headers),
         )
 
     def _send(self, call: _Call) -> httpx.Response:
@@ -1271,14 +1306,15 @@ class AsyncClient(_Base):
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         token: str | None = None,
+        user: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(url, timeout)
+        super().__init__(url, timeout, token, user)
         self._http = httpx.AsyncClient(
             base_url=self.url,
             transport=transport if transport is not None else LeanTransport(),
             timeout=timeout,
-            headers=_default_headers(token, headers),
+            headers=_default_headers(self._auth, headers),
         )
 
     async def _send(self, call: _Call) -> httpx.Response:

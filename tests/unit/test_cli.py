@@ -32,7 +32,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def run(server: ServerProcess | None, *args: str, env: dict[str, str] | None = None) -> Result:
     """``troth promises [--url URL] ARGS`` with a wide terminal and no stray TROTH_* env."""
-    base = {"COLUMNS": "240", "TROTH_URL": None, "TROTH_JSON": None, "TROTH_TOKEN": None}
+    base = {
+        "COLUMNS": "240",
+        "TROTH_URL": None,
+        "TROTH_JSON": None,
+        "TROTH_TOKEN": None,
+        "TROTH_USER": None,
+    }
     full: list[str] = ["promises"]
     if server is not None:
         full += ["--url", server.url]
@@ -77,6 +83,8 @@ def test_commands_are_the_documented_set() -> None:
     names = {name for name, _ in all_commands()}
     assert names == {
         "serve",
+        "config",
+        "config show",
         "invoke",
         "tree",
         "promises",
@@ -151,7 +159,17 @@ def test_serve_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert result.exit_code == 0, result.output
     assert calls == [
-        {"host": "0.0.0.0", "port": 9999, "store_url": "memory://", "log_level": "debug"}
+        {
+            "host": "0.0.0.0",
+            "port": 9999,
+            "store_url": "memory://",
+            "log_level": "debug",
+            "log_format": "text",
+            "access_log": True,
+            "auth": None,
+            "metrics_public": True,
+            "max_body": 10 * 1024 * 1024,
+        }
     ]
 
 

@@ -148,6 +148,12 @@ class Front:
     async def _check_scoped(self, principal: Principal, scope: Scope, receive: Receive) -> Receive:
         method: str = scope["method"]
         path: str = scope["path"]
+        route = route_template(method, path)
+        if route in ("unmatched", "/metrics"):
+            # Deny by default: a route this check does not know may carry ids it cannot see.
+            raise AuthFailed(
+                403, f"a token scoped to {principal.prefix!r} may not use {method} {path}"
+            )
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if not needs_body(method, path):
             check_scope(principal, method, path, query)

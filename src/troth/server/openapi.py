@@ -667,6 +667,8 @@ _ERROR_TEXT: Final = {
     "412": "Fencing failed (41200): the task named by `Task-Id` is not CLAIMED with counter "
     "`Task-Counter`, or its lease has run out. Nothing was written.",
     "413": "The request body is larger than the server accepts (41300; 10 MiB by default).",
+    "401": "Authentication is on and the request has no valid credentials (40100); "
+    "`details` names the scheme the server expects (`Basic` or `Bearer`).",
     "500": "Internal error (50000); the request may not have been applied.",
     "503": "Storage is unavailable (50300); the request was not applied. Retry later.",
 }
@@ -1292,7 +1294,9 @@ def _parameters() -> dict[str, Any]:
             "name": "Request-Id",
             "in": "header",
             "required": False,
-            "description": "Client-chosen request id, echoed in the server's logs.",
+            "description": "Client-chosen request id (also accepted as `X-Request-Id`), "
+            "written in the server's access log and echoed in the `X-Request-Id` response "
+            "header; the server makes one up when none is given.",
             "schema": {"type": "string"},
         },
         "Wait": {
@@ -1379,6 +1383,195 @@ carrying `Task-Id` + `Task-Counter` are refused (412 41200) without effect. At m
 task per root promise is ENQUEUED or CLAIMED at a time."""
 
 
+#: Routes that never ask for credentials (docs/auth.md); ``/metrics`` by default too.
+_PUBLIC: Final = frozenset(
+    {"/ping", "/healthz", "/readyz", "/openapi.json", "/ui", "/ui/", "/ui/static/{name}"}
+)
+
+
+def _with_auth(paths: dict[str, Any]) -> dict[str, Any]:
+    """Add the 401 answer to every operation that needs credentials when auth is on, and
+    mark the public ones as such (``security: []``)."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            if path in _PUBLIC:
+                op["security"] = []
+            else:
+                op["responses"].setdefault("401", {"$ref": "#/components/responses/E401"})
+    return paths
+
+
+def _ui_operation(
+    op_id: str, summary: str, description: str, schema: dict[str, Any], params: list[Any]
+) -> dict[str, Any]:
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "description": description,
+        "tags": ["ops"],
+        "parameters": [*params, _param("RequestId")],
+        "responses": {
+            "200": {"description": summary, "content": {JSON: {"schema": schema}}},
+            "400": {"$ref": "#/components/responses/E400"},
+            "403": {
+                "description": "A token scoped to an id prefix named an id outside it (40300).",
+                "content": _json_content("Error"),
+            },
+            "500": {"$ref": "#/components/responses/E500"},
+            "503": {"$ref": "#/components/responses/E503"},
+        },
+    }
+
+
+def _page(name: str, description: str) -> dict[str, Any]:
+    return {
+        "operationId": name,
+        "summary": description,
+        "description": description + " Public: the files hold no data.",
+        "tags": ["ops"],
+        "parameters": [_param("RequestId")],
+        "responses": {
+            "200": {"description": description, "content": {"text/html": {"schema": {}}}},
+            "500": {"$ref": "#/components/responses/E500"},
+        },
+    }
+
+
+def _operator_paths() -> dict[str, Any]:
+    """``/metrics`` and the dashboard (docs/metrics.md, docs/dashboard.md)."""
+    now = {"type": "integer", "description": "Server clock, Unix epoch milliseconds."}
+    return {
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "Prometheus text exposition (docs/metrics.md). Public unless "
+                "the server runs with `--no-metrics-public`.",
+                "tags": ["ops"],
+                "parameters": [_param("RequestId")],
+                "responses": {
+                    "200": {
+                        "description": "Metrics in the Prometheus text format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "500": {"$ref": "#/components/responses/E500"},
+                },
+            }
+        },
+        "/ui": {"get": _page("dashboard", "The dashboard page.")},
+        "/ui/": {
+            "get": {
+                "operationId": "dashboardSlash",
+                "summary": "Redirect to /ui",
+                "description": "Answers 308 to `/ui`.",
+                "tags": ["ops"],
+                "parameters": [_param("RequestId")],
+                "responses": {"308": {"description": "Redirect to `/ui`."}},
+            }
+        },
+        "/ui/static/{name}": {
+            "get": {
+                **_page("dashboardFile", "A file of the dashboard (`app.js`, `style.css`)."),
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "description": "File name.",
+                        "schema": {"type": "string", "enum": ["app.js", "style.css"]},
+                    },
+                    _param("RequestId"),
+                ],
+                "responses": {
+                    "200": {"description": "The file.", "content": {"text/plain": {"schema": {}}}},
+                    "404": {"$ref": "#/components/responses/E404"},
+                    "500": {"$ref": "#/components/responses/E500"},
+                },
+            }
+        },
+        "/ui/api/overview": {
+            "get": _ui_operation(
+                "uiOverview",
+                "Counts for the dashboard header",
+                "Pending promises, unfinished tasks by state, long-poll waiters and worker "
+                "streams (indexed counts).",
+                _ref("UiOverview"),
+                [],
+            )
+        },
+        "/ui/api/tasks": {
+            "get": _ui_operation(
+                "uiTasks",
+                "Tasks and their leases",
+                "Without `root`: unfinished tasks (INIT, ENQUEUED, CLAIMED), earliest timeout "
+                "first. With `root`: every task of that root promise, oldest first.",
+                {
+                    "type": "object",
+                    "required": ["tasks", "now"],
+                    "properties": {
+                        "tasks": {"type": "array", "items": _ref("UiTask")},
+                        "now": now,
+                    },
+                },
+                [
+                    {
+                        "name": "root",
+                        "in": "query",
+                        "required": False,
+                        "description": "Root promise id.",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "At most this many tasks (1 to 500).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                ],
+            )
+        },
+        "/ui/api/callbacks/{id}": {
+            "get": _ui_operation(
+                "uiCallbacks",
+                "Callbacks of a promise",
+                "The callbacks and subscriptions registered on a promise, oldest first.",
+                {
+                    "type": "object",
+                    "required": ["callbacks"],
+                    "properties": {"callbacks": {"type": "array", "items": _ref("Callback")}},
+                },
+                [_param("PromiseId")],
+            )
+        },
+    }
+
+
+def _operator_components() -> dict[str, Any]:
+    return {
+        "UiOverview": {
+            "type": "object",
+            "required": ["pending", "tasks", "waiters", "streams", "now", "auth", "prefix"],
+            "properties": {
+                "pending": {"type": "integer"},
+                "tasks": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "waiters": {"type": "integer"},
+                "streams": {"type": "integer"},
+                "now": {"type": "integer"},
+                "auth": {"enum": ["none", "basic", "token"]},
+                "prefix": {"type": ["string", "null"]},
+            },
+        },
+        "UiTask": {
+            "allOf": [_ref("Task")],
+            "description": "A task with its lease: `processId`, `ttl`, `expiresAt` (lease "
+            "or claim deadline), `readyAt`, `attempt`, `completedOn` and `recv`.",
+        },
+    }
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of ``create_app`` (built once)."""
@@ -1407,9 +1600,19 @@ def openapi_document() -> dict[str, Any]:
             {"name": "locks", "description": "Distributed locks with leases (API.md 5)."},
             {"name": "ops", "description": "Operational endpoints."},
         ],
-        "paths": _paths(),
+        "paths": _with_auth({**_paths(), **_operator_paths()}),
+        "security": [{}, {"basicAuth": []}, {"bearerAuth": []}],
         "components": {
-            "schemas": _components(),
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic"},
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A static token of `--auth token`; a token scoped to an "
+                    "id prefix may only name ids that start with it (else 403, 40300).",
+                },
+            },
+            "schemas": {**_components(), **_operator_components()},
             "parameters": _parameters(),
             "responses": {
                 f"E{name}": {"description": text, "content": _json_content("Error")}
