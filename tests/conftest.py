@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -32,3 +32,13 @@ async def http(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://troth") as client:
         yield client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_schemas() -> Iterator[None]:
+    """Drop test schemas of interrupted earlier runs first, and this run's at the end."""
+    from tests.pg import SESSION_SCHEMA, drop_schema, drop_stale_schemas
+
+    drop_stale_schemas()
+    yield
+    drop_schema(SESSION_SCHEMA)

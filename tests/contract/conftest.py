@@ -7,15 +7,17 @@ backend is not available, e.g. no DSN in the environment).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.pg import SESSION_SCHEMA, pg_url, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.store.base import Store
 from troth.store.memory import MemoryStore
+from troth.store.postgres import PostgresStore
 from troth.store.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Store]
@@ -29,9 +31,15 @@ def _sqlite(tmp_path: Path) -> Store:
     return SqliteStore(f"sqlite:///{tmp_path}/t.db")
 
 
+def _postgres(tmp_path: Path) -> Store:
+    # Small batches and few threads: tests open many stores.
+    return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2))
+
+
 BACKENDS: dict[str, Callable[[Path], Store]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
@@ -43,6 +51,15 @@ DURABLE = [name for name in BACKENDS if name != "memory"]
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of the backend under test."""
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _empty_postgres(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on PostgreSQL leaves the shared test schema empty for the next one."""
+    yield
+    params = getattr(request.node, "callspec", None)
+    if params is not None and "postgres" in params.params.values():
+        truncate(SESSION_SCHEMA)
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ def create_store(url: str) -> Store:
     """Build (but do not open) the store for ``url``.
 
     ``memory://`` keeps everything in process memory; ``sqlite:///path.db`` (relative) or
-    ``sqlite:////abs/path.db`` a SQLite file, created on first use.
+    ``sqlite:////abs/path.db`` a SQLite file, created on first use;
+    ``postgresql://user@host:port/database`` a PostgreSQL database shared by any number of
+    server processes.
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
@@ -23,4 +25,11 @@ def create_store(url: str) -> Store:
         from troth.store.sqlite import SqliteStore
 
         return SqliteStore(url)
-    raise ValidationError(f"unsupported store URL {url!r}: use memory:// or sqlite:///path.db")
+    if scheme in ("postgresql", "postgres"):
+        from troth.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValidationError(
+        f"unsupported store URL {url!r}: use memory://, sqlite:///path.db or"
+        " postgresql://user@host:port/database"
+    )
