@@ -95,8 +95,16 @@ def _check_strings(pairs: dict[str, str], field: str) -> None:
         for k, v in pairs.items():
             k.encode()
             v.encode()
+            if "\x00" in k or "\x00" in v:
+                raise _field_error("keys and values must not contain NUL (U+0000)", field)
     except (UnicodeEncodeError, AttributeError):
         raise _field_error("keys and values must be valid Unicode strings", field) from None
+
+
+def check_key(key: str | None, field: str) -> None:
+    """Idempotency keys: any Unicode text without NUL (PostgreSQL text cannot hold it)."""
+    if key is not None and "\x00" in key:
+        raise _field_error("must not contain NUL (U+0000)", field)
 
 
 class Engine(TaskOps, ScheduleOps):
@@ -202,6 +210,9 @@ class Engine(TaskOps, ScheduleOps):
             raise _field_error("id is not valid Unicode (lone surrogate)", field) from None
         if size > self.limits.max_id_bytes:
             raise _field_error(f"id is longer than {self.limits.max_id_bytes} bytes", field)
+        if "\x00" in id:
+            # Every backend refuses it alike: PostgreSQL text cannot hold U+0000.
+            raise _field_error("id must not contain NUL (U+0000)", field)
 
     def _check_create(self, id: str, timeout: int, tags: dict[str, str] | None) -> None:
         self._check_id(id)
@@ -276,6 +287,7 @@ class Engine(TaskOps, ScheduleOps):
     ) -> _Outcome:
         self._check_create(id, timeout, tags)
         self._check_value(param, "$.param")
+        check_key(ikey, "Idempotency-Key")
         param = param.normalized()
         tags = tags or None
         invoke = effects.invoke_of(tags, self.receivers)
@@ -366,6 +378,7 @@ class Engine(TaskOps, ScheduleOps):
         if state not in COMPLETIONS:
             raise _field_error("state must be RESOLVED, REJECTED or REJECTED_CANCELED", "$.state")
         self._check_value(value, "$.value")
+        check_key(ikey, "Idempotency-Key")
         value = value.normalized()
         clock = self.clock
 
