@@ -26,6 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from troth.model import Promise, Recv, State
 
@@ -72,7 +73,8 @@ class _Hist:
 
 
 def _le(bound: float) -> str:
-    return str(int(bound)) if float(bound).is_integer() and bound >= 1 else repr(float(bound))
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
 
 
 class _TaskStub(msgspec.Struct):
@@ -121,8 +123,8 @@ class Metrics:
         if state is State.PENDING:
             self.created += 1
             return
-        if p.completed_on == p.created_on:
-            self.created += 1  # created already past its deadline
+        if p.created_on >= p.timeout:
+            self.created += 1  # created already past its deadline: born timed out
         name = state.value
         self.completed[name] = self.completed.get(name, 0) + 1
 
