@@ -8,13 +8,19 @@ that lost its lease cannot write any more.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from troth.client import AsyncClient
+import msgspec
+
+from troth.client import AsyncClient, _Call, _raise_for_status
 from troth.engine import Engine
+from troth.engine.sdkops import ClaimRef, ClaimResult, Op, OpResult, apply_ops
+from troth.errors import NotFound, TrothError
 from troth.model import Promise, Schedule, State, Value
 
 Fence = tuple[str, int]
+Search = Callable[[str, str | None], Awaitable[tuple[list[Promise], str | None]]]
 MAX_WAIT_S = 300.0
 EMBEDDED_POLL_S = 1.0
 
@@ -50,6 +56,19 @@ class Backend(Protocol):
 
     async def pending_roots(self) -> list[Promise]:
         """Pending promises that are roots of durable function executions."""
+        ...
+
+    async def batch(self, ops: list[Op]) -> list[OpResult]:
+        """Apply ``ops`` in order, atomically (one transaction); one result per op."""
+        ...
+
+    async def find(self, id: str) -> Promise | None:
+        """The promise, or None if there is none."""
+        ...
+
+    async def children(self, id: str) -> dict[str, Promise]:
+        """Every promise whose id starts with ``<id>.`` (the recorded calls of an
+        execution, nested ones included), by id."""
         ...
 
     async def create_schedule(
@@ -108,6 +127,22 @@ class EngineBackend:
             promise_id, root_promise_id=root_id, timeout=timeout, recv=recv, fence=fence
         )
         return p if cb is None and p.state.completed else None
+
+    async def batch(self, ops: list[Op]) -> list[OpResult]:
+        return await apply_ops(self.engine, ops)
+
+    async def find(self, id: str) -> Promise | None:
+        try:
+            return await self.engine.get_promise(id)
+        except NotFound:
+            return None
+
+    async def children(self, id: str) -> dict[str, Promise]:
+        return await _children(self._search, id)
+
+    async def _search(self, pattern: str, cursor: str | None) -> tuple[list[Promise], str | None]:
+        page = await self.engine.search_promises(pattern=pattern, limit=1000, cursor=cursor)
+        return page.promises, page.cursor
 
     async def pending_roots(self) -> list[Promise]:
         out: list[Promise] = []
@@ -193,6 +228,34 @@ class ClientBackend:
             async for p in self.client.iter_promises("*", state="pending", tags={ROOT_TAG: "true"})
         ]
 
+    async def batch(self, ops: list[Op]) -> list[OpResult]:
+        body = _encode(_BatchBody(ops))
+        response = await self.client._send(_Call("POST", "/sdk/batch", content=body))
+        _raise_for_status(response)
+        results = _batch_answer.decode(response.content).results
+        if len(results) != len(ops):
+            raise TrothError(f"/sdk/batch answered {len(results)} results for {len(ops)} ops")
+        return results
+
+    async def claim(self, refs: list[ClaimRef], process_id: str, ttl: int) -> list[ClaimResult]:
+        body = _encode(_ClaimBody(refs, process_id, ttl))
+        response = await self.client._send(_Call("POST", "/sdk/claim", content=body))
+        _raise_for_status(response)
+        return _claim_answer.decode(response.content).results
+
+    async def find(self, id: str) -> Promise | None:
+        try:
+            return await self.client.get_promise(id)
+        except NotFound:
+            return None
+
+    async def children(self, id: str) -> dict[str, Promise]:
+        return await _children(self._search, id)
+
+    async def _search(self, pattern: str, cursor: str | None) -> tuple[list[Promise], str | None]:
+        page = await self.client.search_promises(pattern, limit=1000, cursor=cursor)
+        return page.promises, page.cursor
+
     async def create_schedule(
         self,
         id: str,
@@ -212,3 +275,42 @@ class ClientBackend:
             promise_tags=promise_tags,
             idempotency_key=id,
         )
+
+
+# -- batches on the wire (``POST /sdk/batch``, ``POST /sdk/claim``) -------------------------
+
+
+class _BatchBody(msgspec.Struct):
+    ops: list[Op]
+
+
+class _BatchAnswer(msgspec.Struct):
+    results: list[OpResult]
+
+
+class _ClaimBody(msgspec.Struct, rename="camel"):
+    tasks: list[ClaimRef]
+    process_id: str
+    ttl: int
+
+
+class _ClaimAnswer(msgspec.Struct):
+    results: list[ClaimResult]
+
+
+_encode = msgspec.json.encode
+_batch_answer = msgspec.json.Decoder(_BatchAnswer)
+_claim_answer = msgspec.json.Decoder(_ClaimAnswer)
+
+
+async def _children(search: Search, id: str) -> dict[str, Promise]:
+    """Every promise whose id starts with ``<id>.``. Search patterns have ``*`` as their only
+    wildcard, so ``<id>.*`` matches a superset when ``id`` itself holds a ``*``: filtered."""
+    out: dict[str, Promise] = {}
+    cursor: str | None = None
+    prefix = id + "."
+    while True:
+        promises, cursor = await search(prefix + "*", cursor)
+        out.update((p.id, p) for p in promises if p.id.startswith(prefix))
+        if cursor is None:
+            return out

@@ -28,19 +28,23 @@ import logging
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
 from troth.clock import Clock, SystemClock
-from troth.errors import AlreadyCompleted, FencingFailed, TrothError
+from troth.engine.sdkops import ClaimRef, Op, OpResult
+from troth.engine.sdkops import Fence as WireFence
+from troth.errors import FencingFailed, TrothError, error_from_code
 from troth.model import MAX_TIMEOUT, Promise, Schedule, State, Value
 from troth.sdk.backend import ROOT_TAG, Backend, ClientBackend, EngineBackend, Fence
 from troth.sdk.codec import Codec, JsonCodec
 from troth.sdk.context import FUNC_TAG, TIMER_TAG, Context
 from troth.sdk.errors import LeaseLost, PlatformError, SdkError, Suspended
+from troth.sdk.pipeline import Pipeline
 from troth.sdk.registry import Function, Registry, call, takes_ctx
 from troth.sdk.retry import Retry, run_with_retry
 
@@ -51,6 +55,10 @@ T = TypeVar("T")
 INVOKE_TAG: Final = "resonate:invoke"
 VERSION_TAG: Final = "troth:version"
 DEFAULT_STEP_RETRY: Final = Retry.exponential(max_attempts=3)
+#: How many finished executions' outcomes a runtime remembers (``Handle.result`` answers
+#: them without a read; a completed promise never changes).
+DONE_CACHE: Final = 4096
+Checkpoints = Literal["pipelined", "strict"]
 
 
 class PromiseCanceled(TrothError):
@@ -92,9 +100,17 @@ class Handle:
         loop = asyncio.get_running_loop()
         give_up = None if timeout is None else loop.time() + timeout
         while True:
+            done = self.troth._done.get(self.id)
+            if done is not None:  # finished here: its recorded outcome, no read needed
+                return self.troth.outcome(done)
             local = self.troth._running.get(self.id)
             if local is not None and local.done() and local.exception() is not None:
                 raise local.exception()  # type: ignore[misc]
+            if local is not None and not local.done():
+                wait = None if give_up is None else max(0.0, give_up - loop.time())
+                await asyncio.wait({local}, timeout=wait)  # never raises the task's error
+                if self.id in self.troth._done:
+                    continue
             wait = 300.0 if give_up is None else max(0.0, give_up - loop.time())
             p = await self.troth.backend.wait(self.id, wait)
             if p.state is not State.PENDING:
@@ -116,6 +132,14 @@ class Troth:
     ``worker=False`` (remote): only a client — start executions and read results, run none.
     ``recover=False`` (embedded): do not resume pending executions on start (a process that
     only resolves promises or reads results).
+
+    ``checkpoints``: when a step's record must be durable. ``"pipelined"`` (default): the
+    function continues as soon as the step returns; the record is written in order with
+    the execution's other writes and is durable before anything that depends on it is
+    acknowledged (the root's result, a timer, an rpc, a promise, a suspension). A crash can
+    therefore re-run a step that had finished but whose record had not committed yet (about
+    one commit interval). ``"strict"``: every record is durable before the function
+    continues. See docs/sdk.md, "Durability".
     """
 
     def __init__(
@@ -133,7 +157,11 @@ class Troth:
         token: str | None = None,
         worker: bool = True,
         recover: bool = True,
+        checkpoints: Checkpoints = "pipelined",
     ) -> None:
+        if checkpoints not in ("pipelined", "strict"):
+            raise ValueError(f"checkpoints must be 'pipelined' or 'strict', got {checkpoints!r}")
+        self.checkpoints: Checkpoints = checkpoints
         self.registry = Registry()
         self.worker = worker
         self.recover = recover
@@ -151,6 +179,11 @@ class Troth:
         self._store_url = store or os.environ.get("TROTH_STORE", "sqlite:///troth.db")
         self._sem = asyncio.Semaphore(concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._done: OrderedDict[str, Promise] = OrderedDict()
+        self._creating: dict[str, asyncio.Future[OpResult]] = {}
+        self._pipeline: Pipeline | None = None
+        self._claims: list[tuple[ClaimRef, asyncio.Future[Any]]] = []
+        self._claimer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._started = False
         self.backend: Backend
@@ -168,6 +201,7 @@ class Troth:
 
             self._client = AsyncClient(self._url, token=self._token)
             self.backend = ClientBackend(self._client)
+            self._pipeline = Pipeline(self.backend.batch)
             if self.worker:
                 self._spawn(self._listen(), "troth-worker-stream")
                 self._spawn(self._heartbeat(), "troth-worker-heartbeat")
@@ -179,6 +213,7 @@ class Troth:
             self._engine.on_fired = self._fired
             await self._engine.start()
             self.backend = EngineBackend(self._engine)
+            self._pipeline = Pipeline(self.backend.batch)
             if self.recover:
                 for p in await self.backend.pending_roots():  # recovery: resume by replay
                     self._start_local(p)
@@ -191,6 +226,8 @@ class Troth:
                 await task
         self._background.clear()
         self._running.clear()
+        if self._pipeline is not None:
+            await self._pipeline.close()
         if self._engine is not None:
             await self._engine.stop()
         if self._client is not None:
@@ -293,10 +330,9 @@ class Troth:
         tags = {ROOT_TAG: "true", FUNC_TAG: func}
         if self.remote:
             tags[INVOKE_TAG] = self._recv(target)
-        p = await self.backend.create(id, MAX_TIMEOUT, param=spec, tags=tags)
-        if not self.remote:
-            self._start_local(p)
-        return Handle(self, id)
+            await self.write(Op(kind="create", id=id, timeout=MAX_TIMEOUT, param=spec, tags=tags))
+            return Handle(self, id)
+        return await self._run_embedded(id, MAX_TIMEOUT, spec, tags)
 
     async def get(self, id: str) -> Handle:
         """Reattach to an existing execution. Raises ``NotFound``."""
@@ -373,21 +409,81 @@ class Troth:
         fence: Fence | None,
     ) -> Handle:
         tags = {ROOT_TAG: "true", FUNC_TAG: f.name, VERSION_TAG: str(f.version)}
+        param = self._spec(f, args, kwargs)
         if self.remote:
             tags[INVOKE_TAG] = self._recv(target)
-        p = await self.backend.create(
-            id, self._deadline(f), param=self._spec(f, args, kwargs), tags=tags, fence=fence
+        if self.remote or fence is not None:
+            op = Op(
+                kind="create",
+                id=id,
+                timeout=self._deadline(f),
+                param=param,
+                tags=tags,
+                fence=_wire_fence(fence),
+            )
+            p = await self.write(op)
+            if not self.remote:
+                self._start_local(p)
+            return Handle(self, id)
+        return await self._run_embedded(id, self._deadline(f), param, tags)
+
+    # -- the write pipeline --------------------------------------------------------------
+
+    def submit(self, op: Op) -> asyncio.Future[OpResult]:
+        assert self._pipeline is not None, "Troth.start() was not called"
+        return self._pipeline.submit(op)
+
+    async def write(self, op: Op) -> Promise:
+        """Submit ``op`` and wait until it is durable; its promise, or raise its error."""
+        return _checked(await self.submit(op))
+
+    async def _run_embedded(
+        self, id: str, timeout: int, param: Value, tags: dict[str, str]
+    ) -> Handle:
+        """Start an execution here. A new id is created and run *at once*: the function's
+        first writes queue behind the create, so a quick function's create, step records and
+        result commit together. Returns once the create is durable."""
+        if id not in self._running and id not in self._done:
+            existing = await self.backend.find(id)
+            if existing is not None:
+                self._start_local(existing)
+                return Handle(self, id)
+        if id in self._running or id in self._done:  # started here (maybe just now)
+            creating = self._creating.get(id)
+            if creating is not None:
+                _checked(await asyncio.shield(creating))
+            return Handle(self, id)
+        at = self.now()
+        fut = self.submit(Op(kind="create", id=id, timeout=timeout, param=param, tags=tags, at=at))
+        self._creating[id] = fut
+        root = Promise(
+            id=id,
+            state=State.PENDING,
+            timeout=timeout,
+            created_on=at,
+            param=param,
+            tags=tags,
+            idempotency_key_for_create=id,
         )
-        if not self.remote:
-            self._start_local(p)
+        self._start_local(root, fresh=fut)
+        try:
+            _checked(await asyncio.shield(fut))
+        finally:
+            if self._creating.get(id) is fut:
+                del self._creating[id]
         return Handle(self, id)
 
-    def _start_local(self, p: Promise) -> None:
+    def _start_local(self, p: Promise, fresh: asyncio.Future[OpResult] | None = None) -> None:
         if p.state is not State.PENDING or p.id in self._running:
             return
-        task = asyncio.create_task(self._run_local(p), name=f"troth-exec:{p.id}")
+        task = asyncio.create_task(self._run_local(p, fresh), name=f"troth-exec:{p.id}")
         self._running[p.id] = task
         task.add_done_callback(functools.partial(self._finished, p.id))
+
+    def _remember(self, p: Promise) -> None:
+        self._done[p.id] = p
+        if len(self._done) > DONE_CACHE:
+            self._done.popitem(last=False)
 
     def _finished(self, id: str, task: asyncio.Task[None]) -> None:
         if self._running.get(id) is task and (task.cancelled() or task.exception() is None):
@@ -395,15 +491,19 @@ class Troth:
         elif not task.cancelled() and task.exception() is not None:
             log.error("execution %s failed in the runtime", id, exc_info=task.exception())
 
-    async def _run_local(self, p: Promise) -> None:
+    async def _run_local(self, p: Promise, created: asyncio.Future[OpResult] | None) -> None:
+        """Run an execution here until it completes. ``created``: the pending create of a
+        new root (the execution runs while it commits, knowing it has no recorded calls)."""
         backoff = 0.1
+        fresh = created is not None
         while True:
             try:
                 async with self._sem:
-                    await Execution(self, p, fence=None).run()
+                    await Execution(self, p, fence=None, fresh=fresh, created=created).run()
                 return
             except PlatformError as exc:  # the store failed (disk full…): try again later
                 log.warning("execution %s: %s; retrying in %.1fs", p.id, exc, backoff)
+                fresh, created = False, None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -462,17 +562,48 @@ class Troth:
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
+    async def _claim(self, task_id: str, counter: int) -> Any:
+        """Claim a task; the claims of tasks that arrive together go in one request."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._claims.append((ClaimRef(task_id, counter), fut))
+        if self._claimer is None:
+            self._claimer = asyncio.create_task(self._send_claims(), name="troth-claims")
+        return await fut
+
+    async def _send_claims(self) -> None:
+        assert isinstance(self.backend, ClientBackend)
+        try:
+            await asyncio.sleep(0)
+            while self._claims:
+                batch, self._claims = self._claims[:1000], self._claims[1000:]
+                try:
+                    results = await self.backend.claim(
+                        [ref for ref, _ in batch], self.process_id, self.ttl_ms
+                    )
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._claimer = None
+
     async def _handle_task(self, task_id: str, counter: int) -> None:
         async with self._sem:
             try:
-                claimed = await self._client.claim_task(
-                    task_id, counter, process_id=self.process_id, ttl=self.ttl_ms
-                )
+                claimed = (await self._claim(task_id, counter)).claimed()
             except TrothError as exc:
                 log.info("task %s/%d not claimed: %s", task_id, counter, exc)
                 return
+            # The first holder of an invoke task (counter 1) is the only one that can have
+            # written the execution's calls (every write is fenced): it knows there are none.
+            fresh = claimed.task.type.value == "invoke" and counter == 1
             try:
-                finished = await Execution(self, claimed.root, fence=(task_id, counter)).run()
+                execution = Execution(self, claimed.root, fence=(task_id, counter), fresh=fresh)
+                finished = await execution.run()
             except LeaseLost:
                 log.info("task %s/%d: lease lost; another worker has it", task_id, counter)
                 return
@@ -504,13 +635,48 @@ class Troth:
             backoff = min(backoff * 2, 5.0)
 
 
-class Execution:
-    """One run (or replay) of a durable function execution, rooted at a promise."""
+def _wire_fence(fence: Fence | None) -> WireFence | None:
+    return None if fence is None else WireFence(fence[0], fence[1])
 
-    def __init__(self, troth: Troth, root: Promise, fence: Fence | None) -> None:
+
+def _checked(result: OpResult) -> Promise:
+    """The promise of a write, or raise its error (as the single-request route would)."""
+    if result.status >= 400:
+        raise error_from_code(result.code, result.message)
+    assert result.promise is not None
+    return result.promise
+
+
+def _retrieve(fut: asyncio.Future[OpResult]) -> None:
+    """Mark a pipelined record's exception as seen (the execution checks it later)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Execution:
+    """One run (or replay) of a durable function execution, rooted at a promise.
+
+    ``fresh``: the root was just created by this run (embedded) or this is the first claim
+    of its invoke task (remote), so nothing of it is recorded yet and steps need not look.
+    Otherwise the recorded calls are read once, on the first durable call.
+    """
+
+    def __init__(
+        self,
+        troth: Troth,
+        root: Promise,
+        fence: Fence | None,
+        *,
+        fresh: bool = False,
+        created: asyncio.Future[OpResult] | None = None,
+    ) -> None:
         self.t = troth
         self.root = root
         self.fence = fence
+        self.wire_fence = _wire_fence(fence)
+        self.created = created
+        self.known: dict[str, Promise] | None = {} if fresh else None
+        self.records: list[asyncio.Future[OpResult]] = []
 
     def now(self) -> int:
         return self.t.now()
@@ -525,6 +691,43 @@ class Execution:
             if exc.status >= 500:
                 raise PlatformError(str(exc)) from exc
             raise
+
+    async def _write(self, op: Op) -> Promise:
+        return await self._io(self.t.write(op))
+
+    async def _recorded(self, id: str) -> Promise | None:
+        """The recorded promise of call ``id`` as of the start of this run, if any."""
+        if self.known is None:
+            self.known = await self._io(self.t.backend.children(self.root.id))
+        return self.known.get(id)
+
+    def _settle_records(self) -> None:
+        """Raise if a pipelined record that has been answered was refused for a reason that
+        stops the execution (lease lost, store failure)."""
+        keep = []
+        for fut in self.records:
+            if not fut.done():
+                keep.append(fut)
+                continue
+            exc = fut.exception()
+            if exc is None:
+                result = fut.result()
+                if result.status < 400:
+                    continue
+                exc = error_from_code(result.code, result.message)
+            if isinstance(exc, FencingFailed):
+                raise LeaseLost(str(exc)) from exc
+            if isinstance(exc, TrothError) and exc.status >= 500:
+                raise PlatformError(str(exc)) from exc
+            log.warning("execution %s: a step record was refused: %s", self.root.id, exc)
+        self.records = keep
+
+    async def _barrier(self) -> None:
+        """Wait until every record submitted so far is durable (before a write that does
+        not go through the pipeline)."""
+        if self.records:
+            await asyncio.wait(self.records)
+            self._settle_records()
 
     async def run(self) -> bool:
         """Run (replay) the execution to its outcome (True: the root promise is completed),
@@ -564,10 +767,29 @@ class Execution:
         return True
 
     async def _finish(self, id: str, state: State, value: Value) -> Promise:
+        """Complete the root: durable only after every write of the execution before it
+        (the pipeline is ordered), and only if this runtime's create of it (if any) held."""
+        op = Op(kind="complete", id=id, state=state, value=value, fence=self.wire_fence)
+        fut = self.t.submit(op)
+        if self.created is not None:
+            # A new root runs while its create commits (in this batch or an earlier one);
+            # if the create was refused (the id was taken meanwhile, not by an execution),
+            # the completion must not have been ours to make.
+            created = await asyncio.shield(self.created)
+            if created.status >= 400:
+                fut.add_done_callback(_retrieve)
+                raise SdkError(f"execution {id!r} was not created: {created.message}")
         try:
-            return await self._io(self.t.backend.complete(id, state, value, fence=self.fence))
-        except AlreadyCompleted:
-            return await self._io(self.t.backend.get(id))
+            result = await self._io(asyncio.shield(fut))
+        finally:
+            self._settle_records()
+        if result.status == 403 and result.promise is not None:
+            p = result.promise  # completed otherwise already (a concurrent run): that stands
+        else:
+            p = _checked(result)
+        if id == self.root.id and p.state is not State.PENDING:
+            self.t._remember(p)
+        return p
 
     async def _await(self, ctx: Context, id: str) -> Promise:
         """Wait for a promise someone else completes: embedded, on the engine's waiters;
@@ -577,6 +799,7 @@ class Execution:
                 p = await self._io(self.t.backend.wait(id, 300.0))
                 if p.state is not State.PENDING:
                     return p
+        await self._barrier()  # nothing recorded may be lost once we suspend
         done = await self._io(
             self.t.backend.callback(
                 id,
@@ -593,9 +816,18 @@ class Execution:
     async def _create(
         self, ctx: Context, id: str, timeout: int, tags: dict[str, str], param: Value | None = None
     ) -> Promise:
-        return await self._io(
-            self.t.backend.create(id, timeout, param=param or Value(), tags=tags, fence=self.fence)
+        known = await self._recorded(id)
+        if known is not None and known.state is not State.PENDING:
+            return known  # completed promises never change: no write needed
+        op = Op(
+            kind="create",
+            id=id,
+            timeout=timeout,
+            param=param or Value(),
+            tags=tags,
+            fence=self.wire_fence,
         )
+        return await self._write(op)
 
     # -- the durable calls (Context delegates here) ------------------------------------------
 
@@ -611,9 +843,14 @@ class Execution:
     ) -> Any:
         t = self.t
         name = name or _func_name(fn)
-        p = await self._create(ctx, id, ctx.timeout, {FUNC_TAG: name})
-        ctx._check(p, name)
-        if p.state is not State.PENDING:
+        recorded = await self._recorded(id)
+        if recorded is not None:
+            ctx._check(recorded, name)
+            if recorded.state is not State.PENDING:
+                return ctx._decode(recorded, fn)
+        if self.now() >= ctx.timeout:  # past the deadline: the step's promise times out
+            p = await self._create(ctx, id, ctx.timeout, {FUNC_TAG: name})
+            ctx._check(p, name)
             return ctx._decode(p, fn)
         with_ctx = takes_ctx(fn)
 
@@ -625,12 +862,59 @@ class Execution:
 
         try:
             result = await run_with_retry(retry or t.step_retry, attempt)
+            state, value = State.RESOLVED, Value(data=t.codec.encode(result))
         except Exception as exc:
-            done = await self._finish(id, State.REJECTED, Value(data=t.codec.encode_error(exc)))
-            ctx._saw(done)
-            raise
-        done = await self._finish(id, State.RESOLVED, Value(data=t.codec.encode(result)))
-        return ctx._decode(done, fn)
+            state, value = State.REJECTED, Value(data=t.codec.encode_error(exc))
+        return await self._record(ctx, id, name, fn, state, value)
+
+    async def _record(
+        self,
+        ctx: Context,
+        id: str,
+        name: str,
+        fn: Callable[..., Any],
+        state: State,
+        value: Value,
+    ) -> Any:
+        """Record a step's outcome in one write (its promise is created completed) and
+        return (or raise) it as a replay would. Pipelined: without waiting for the write."""
+        at = max(self.now(), ctx._time)
+        tags = {FUNC_TAG: name}
+        op = Op(
+            kind="record",
+            id=id,
+            timeout=ctx.timeout,
+            tags=tags,
+            state=state,
+            value=value,
+            at=at,
+            fence=self.wire_fence,
+            brief=True,
+        )
+        local = Promise(
+            id=id,
+            state=state,
+            timeout=ctx.timeout,
+            created_on=at,
+            completed_on=at,
+            value=value,
+            tags=tags,
+        )
+        fut = self.t.submit(op)
+        if self.t.checkpoints == "strict":
+            result = await self._io(asyncio.shield(fut))
+            if result.status >= 400 and result.promise is None:
+                _checked(result)  # raises
+            p = result.promise or local  # the stored one if it differs (a concurrent run)
+            if p.state is State.PENDING:
+                raise SdkError(f"step {id!r} is still pending after its record")
+        else:
+            fut.add_done_callback(_retrieve)
+            self.records.append(fut)
+            if len(self.records) > 64:
+                self._settle_records()
+            p = local
+        return ctx._decode(p, fn)
 
     async def rpc(
         self,

@@ -30,6 +30,7 @@ from troth.server.front import Front
 from troth.server.metrics import CONTENT_TYPE, Metrics
 from troth.server.openapi import openapi_document
 from troth.server.routes_schedules import ScheduleApi
+from troth.server.routes_sdk import SdkApi
 from troth.server.routes_tasks import TaskApi
 from troth.server.stream import StreamRegistry
 from troth.server.ui import UiApi
@@ -280,6 +281,7 @@ def create_app(
         Route("/promises/{id:path}", api.complete_promise, methods=["PATCH"]),
         *tasks.routes(),
         *ScheduleApi(engine, api.body).routes(),
+        *SdkApi(engine, api.body).routes(),
         *UiApi(engine, streams, auth.mode if auth is not None else "none").routes(),
     ]
 
