@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 from urllib.parse import quote
@@ -35,6 +36,7 @@ from troth.store.base import Store, Tx
 log = logging.getLogger("troth.dispatch")
 
 _encode: Final = msgspec.json.encode
+_ACTIVE: Final = (TaskState.ENQUEUED, TaskState.CLAIMED)
 
 
 class Sink(Protocol):
@@ -104,6 +106,9 @@ class Dispatcher:
         self.delivery = delivery
         self.settings = settings
         self.wake = asyncio.Event()
+        #: Called before parked tasks are made ready for a newly connected stream (see
+        #: ``stream_connected``); set by the server when several processes share a store.
+        self.announce: Callable[[], Awaitable[None]] | None = None
         self._pushes: set[asyncio.Task[None]] = set()
         # Like the promise sweeper: the time the loop sleeps toward, whether it is awake,
         # and the earliest deadline announced while it was awake (see ``deadline``).
@@ -174,11 +179,16 @@ class Dispatcher:
     def _mark(self, tx: Tx, ready: list[Task], sinks: dict[str, Sink | None]) -> list[_Send]:
         now = self.clock.now()
         settings = self.settings
+        shared = getattr(self.store, "shared", False)
         out: list[_Send] = []
         for seen in ready:
             t = tx.get_task(seen.id)
             if t is None or t.state is not TaskState.INIT or t.counter != seen.counter:
                 continue  # moved on since we looked
+            if shared and tx.tasks_of_root(t.root_promise_id, _ACTIVE):
+                # Another process sent a task of this root since we looked (the store
+                # serializes task writes per root, so this check sees its commit).
+                continue
             if t.recv.type == "poll" and sinks.get(t.id) is None:
                 tx.update_task(msgspec.structs.replace(t, ready_at=now + settings.park_ms))
                 continue
@@ -243,7 +253,14 @@ class Dispatcher:
         self.wake.set()
 
     async def stream_connected(self, recv_key: str) -> None:
-        """A worker stream connected: tasks parked for its group are ready at once."""
+        """A worker stream connected: tasks parked for its group are ready at once.
+
+        With several server processes the delivery first tells the others that this
+        process now has a stream of the group (``announce``), so that the one which picks
+        the tasks up sends them here instead of parking them again.
+        """
+        if self.announce is not None:
+            await self.announce()
         clock = self.clock
         n = await self.store.write(lambda tx: tx.ready_tasks_for(recv_key, clock.now()))
         if n:

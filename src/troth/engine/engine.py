@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -147,6 +147,9 @@ class Engine(TaskOps, ScheduleOps):
         self._sweeper_awake = False
         self._seen_while_awake: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: More background loops to run from ``start`` to ``stop`` (name, coroutine
+        #: function), e.g. the server's stream presence across processes.
+        self.extra_loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._stopping = False
         #: Optional observer (metrics): called with every promise a write created, completed
         #: or timed out, after it committed.
@@ -172,6 +175,11 @@ class Engine(TaskOps, ScheduleOps):
         if self._tasks:
             return
         await self.open()
+        subscribe = getattr(self.store, "subscribe", None)
+        if subscribe is not None:  # a store shared with other processes (PostgreSQL)
+            subscribe(self._on_remote)
+        for name, loop in self.extra_loops:
+            self._tasks.append(asyncio.create_task(loop(), name=name))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="troth-sweeper"))
         self._tasks.append(
             asyncio.create_task(
@@ -198,6 +206,28 @@ class Engine(TaskOps, ScheduleOps):
         if self.dispatcher is not None:
             await self.dispatcher.close()
         await self.store.close()
+
+    def _on_remote(self, event: dict[str, Any] | None) -> None:
+        """Another process committed something (``NOTIFY``): wake what it concerns.
+
+        ``None`` means notifications may have been missed (the listening connection was
+        re-established): wake everything, each re-reads the store.
+        """
+        if event is None:
+            self.waiters.wake_all()
+            self.tasks_changed()
+            self._wake.set()
+            self._schedule_wake.set()
+            return
+        for id in event.get("c", ()):
+            self.waiters.notify(id)
+        deadline = event.get("d")
+        if isinstance(deadline, int):
+            self._deadline(deadline)
+        if event.get("t"):
+            self.tasks_changed()
+        if event.get("s"):
+            self._schedule_wake.set()
 
     # -- validation ----------------------------------------------------------------------
 
@@ -481,8 +511,11 @@ class Engine(TaskOps, ScheduleOps):
                 if p.state is not State.PENDING or remaining <= 0 or self._stopping:
                     return p
                 until_deadline = max(0.0, (p.timeout - self.clock.now()) / 1000)
+                # With a store shared by several processes, a completion elsewhere arrives as
+                # a notification; re-reading now and then bounds the delay if one is missed.
+                recheck = getattr(self.store, "recheck_s", None) or until_deadline + 1
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fut, min(remaining, until_deadline + 0.001))
+                    await asyncio.wait_for(fut, min(remaining, until_deadline + 0.001, recheck))
             finally:
                 self.waiters.discard(id, fut)
 
@@ -537,12 +570,17 @@ class Engine(TaskOps, ScheduleOps):
             self.on_written(written)
         if written.state is not State.PENDING:
             self.waiters.notify(written.id)
-        elif self._sweeper_awake:
+        else:
+            self._deadline(written.timeout)
+
+    def _deadline(self, at: int) -> None:
+        """A pending promise with deadline ``at`` exists: make the sweeper wake by then."""
+        if self._sweeper_awake:
             seen = self._seen_while_awake
-            if seen is None or written.timeout < seen:
-                self._seen_while_awake = written.timeout
-        elif self._armed_until is None or written.timeout < self._armed_until:
-            self._armed_until = written.timeout
+            if seen is None or at < seen:
+                self._seen_while_awake = at
+        elif self._armed_until is None or at < self._armed_until:
+            self._armed_until = at
             self._wake.set()
 
     async def sweep(self) -> int:

@@ -34,6 +34,11 @@ class Waiters:
             if not fut.done():
                 fut.set_result(None)
 
+    def wake_all(self) -> None:
+        """Wake every waiter to re-read its promise (notifications may have been missed);
+        unlike shutdown, each goes on waiting if its promise is still pending."""
+        self.notify_all()
+
     def notify_all(self) -> None:
         """Wake every waiter (shutdown: each answers with what it has)."""
         for id in list(self._by_id):

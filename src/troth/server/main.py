@@ -16,7 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Generator, Mapping
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import uvicorn
 import uvloop
@@ -26,6 +26,7 @@ from troth.engine.dispatch import TaskSettings
 from troth.logs import log_loop_errors, setup_logging
 from troth.server.app import DEFAULT_MAX_BODY, create_app, create_poll_app
 from troth.server.auth import Authenticator
+from troth.server.cluster import Bus, ClusterDelivery
 from troth.server.metrics import MeasuredDelivery, Metrics
 from troth.server.push import ServerDelivery
 from troth.server.stream import StreamRegistry
@@ -125,12 +126,15 @@ def serve(
             host,
         )
     streams = StreamRegistry()
-    server_delivery = ServerDelivery(streams)
+    store = create_store(store_url)
+    server_delivery: ServerDelivery | ClusterDelivery = ServerDelivery(streams)
+    if getattr(store, "shared", False):  # other processes share this store: see cluster.py
+        server_delivery = ClusterDelivery(server_delivery, streams, cast(Bus, store))
     settings = TaskSettings(base_url=(public_url or f"http://{host}:{port}").rstrip("/"))
     delivery = MeasuredDelivery(server_delivery, None)
-    engine = Engine(
-        create_store(store_url), delivery=delivery, task_settings=settings, receivers=receivers
-    )
+    engine = Engine(store, delivery=delivery, task_settings=settings, receivers=receivers)
+    if isinstance(server_delivery, ClusterDelivery):
+        server_delivery.attach(engine)
     metrics = Metrics(engine, streams)
     delivery.metrics = metrics
     app = create_app(

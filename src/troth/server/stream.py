@@ -89,6 +89,10 @@ class StreamRegistry:
         conns = list(members.values())
         return conns[next(self._turn) % len(conns)]
 
+    def groups(self) -> dict[str, list[str]]:
+        """The connected streams: group -> stream ids."""
+        return {group: sorted(members) for group, members in self._groups.items()}
+
     def close_all(self) -> None:
         for members in list(self._groups.values()):
             for conn in list(members.values()):

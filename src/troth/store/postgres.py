@@ -46,7 +46,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -766,7 +766,7 @@ class PostgresStore:
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Listener]] = []
         self._listen_thread: threading.Thread | None = None
         self._listen_conn: psycopg.Connection[Any] | None = None
-        self._outbox: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, Future[None]]] = queue.SimpleQueue()
 
     @property
     def closed(self) -> bool:
@@ -1061,12 +1061,18 @@ class PostgresStore:
             )
             self._listen_thread.start()
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Send an event to the other processes (best effort, not transactional)."""
+    def publish(self, event: dict[str, Any]) -> Future[None]:
+        """Send an event to the other processes (best effort, not transactional); the
+        future completes once it was sent (or fails with ``StoreUnavailable``)."""
         payload = _encode({**event, "o": self.origin}).decode()
         if len(payload) > _MAX_PAYLOAD:
-            raise ValueError("event too large for NOTIFY")
-        self._outbox.put(payload)
+            raise ValidationError("event too large for NOTIFY")
+        sent: Future[None] = Future()
+        if self._listen_thread is None or self._closed:
+            sent.set_exception(StoreUnavailable("not listening for notifications"))
+        else:
+            self._outbox.put((payload, sent))
+        return sent
 
     def _dispatch_event(self, event: dict[str, Any] | None) -> None:
         for loop, listener in self._listeners:
@@ -1109,7 +1115,12 @@ class PostgresStore:
     def _flush_outbox(self, conn: psycopg.Connection[Any]) -> None:
         while True:
             try:
-                payload = self._outbox.get_nowait()
+                payload, sent = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            try:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            except psycopg.Error as exc:
+                sent.set_exception(_unavailable(exc))
+                raise
+            sent.set_result(None)
