@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint types unit bench clean
+.PHONY: serve test lint types unit bench clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,13 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) chromium
 	$(BIN)/pytest -q
+
+# The dashboard test drives Debian's chromium (tests/browser); install it when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: lint types unit
 

@@ -173,7 +173,7 @@ function promisesView(params) {
   let next = null;
 
   async function load() {
-    const q = new URLSearchParams({ id: form.id.value || "*", limit: "25" });
+    const q = new URLSearchParams({ id: form.id.value || "*", limit: $("#page-size").value });
     if (form.state.value) q.set("state", form.state.value);
     for (const pair of (form.tags.value || "").split(",")) {
       const [k, ...rest] = pair.split("=");
@@ -206,6 +206,7 @@ function promisesView(params) {
   });
   $("#next-page").addEventListener("click", () => { if (next) { pages.push(next); refresh(); } });
   $("#first-page").addEventListener("click", () => { pages.length = 1; refresh(); });
+  $("#page-size").addEventListener("change", () => { pages.length = 1; refresh(); });
   return { load };
 }
 
