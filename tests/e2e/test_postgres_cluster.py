@@ -219,9 +219,8 @@ def _pg(action: str) -> None:
 def _wait_for_pg(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(psycopg.Error):
-            with psycopg.connect(BASE_URL, connect_timeout=2):
-                return
+        with contextlib.suppress(psycopg.Error), psycopg.connect(BASE_URL, connect_timeout=2):
+            return
         time.sleep(0.2)
     raise RuntimeError("PostgreSQL did not come back")
 
