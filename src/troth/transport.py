@@ -165,6 +165,34 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise
         raise AssertionError("unreachable")
 
+    async def send_raw(
+        self, host: str, port: int, head: bytes, body: bytes, timeout: float | None
+    ) -> tuple[int, bytes]:
+        """Send a request whose head (request line and headers, without the blank line and
+        ``content-length``) is already encoded; return the status and the whole body.
+
+        For callers that send many requests of one shape (the SDK's batches): no
+        ``httpx.Request``/``Response`` objects, no URL merging, no cookie jar.
+        """
+        key = (host, port)
+        data = head + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        for attempt in range(2):
+            conn = self._take(key) if attempt == 0 else None
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(key, timeout)
+            try:
+                response = await self._exchange(conn, key, data, timeout, timeout)
+                return response.status_code, await response.aread()
+            except _Closed:
+                conn.close()
+                if not reused or attempt:
+                    raise httpx.RemoteProtocolError("server closed the connection") from None
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _head(request: httpx.Request, body: bytes) -> bytes:
         url = request.url

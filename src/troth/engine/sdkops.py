@@ -33,7 +33,7 @@ from troth.store.base import Tx
 if TYPE_CHECKING:
     from troth.engine.engine import Engine
 
-OpKind = Literal["create", "record", "complete"]
+OpKind = Literal["create", "record", "complete", "watch"]
 #: How many ops (or claims) one batch may carry.
 MAX_OPS = 1000
 
@@ -53,6 +53,8 @@ class Op(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     store, epoch ms, instead of the server's clock: the SDK's clock, so that a function
     replayed later sees the times its first run saw (``ctx.now()``).
     ``brief``: answer only the status (and the promise when it differs from the request).
+    ``watch`` (``POST /sdk/batch`` only, with ``session``): send the promise on the results
+    stream ``session`` once it is completed; answered after the batch's writes.
     """
 
     kind: OpKind
@@ -65,6 +67,7 @@ class Op(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     at: int | None = None
     fence: Fence | None = None
     brief: bool = False
+    session: str | None = None
 
 
 class OpResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -96,6 +99,8 @@ def _bad(message: str, field: str) -> ValidationError:
 
 
 def _validate(engine: Engine, op: Op) -> None:
+    if op.kind == "watch":
+        raise _bad("watch ops are answered by POST /sdk/batch only", "$.kind")
     if op.kind in ("create", "record"):
         engine._check_create(op.id, op.timeout, op.tags)
         engine._check_value(op.param, "$.param")

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import httpx
 import msgspec
 
-from troth.client import AsyncClient, _Call, _raise_for_status
+from troth.client import AsyncClient, _Call, _connection_failed, _raise_for_status
 from troth.engine import Engine
 from troth.engine.sdkops import ClaimRef, ClaimResult, Op, OpResult, apply_ops
 from troth.errors import NotFound, TrothError
 from troth.model import Promise, Schedule, State, Value
+from troth.transport import LeanTransport
 
 Fence = tuple[str, int]
 Search = Callable[[str, str | None], Awaitable[tuple[list[Promise], str | None]]]
@@ -178,9 +180,48 @@ class EngineBackend:
         return schedule
 
 
+class _RawPost:
+    """POSTs of JSON to one path through the client's ``LeanTransport`` with a head encoded
+    once (the client's headers, including its token): the SDK sends many batches."""
+
+    def __init__(self, client: AsyncClient, path: str) -> None:
+        self.client = client
+        self.path = path
+        transport = getattr(client._http, "_transport", None)
+        self.transport = transport if isinstance(transport, LeanTransport) else None
+        url = httpx.URL(client.url + path)
+        self.host, self.port = url.host, url.port or 80
+        self.usable = self.transport is not None and url.scheme == "http"
+        lines = [b"POST " + url.raw_path + b" HTTP/1.1", b"host: " + url.netloc]
+        for name, value in client._http.headers.raw:
+            if name.lower() not in (b"host", b"content-length", b"content-type"):
+                lines.append(name + b": " + value)
+        lines.append(b"content-type: application/json")
+        self.head = b"\r\n".join(lines)
+
+    async def __call__(self, body: bytes) -> bytes:
+        if not self.usable:
+            response = await self.client._send(_Call("POST", self.path, content=body))
+            _raise_for_status(response)
+            return response.content
+        assert self.transport is not None
+        try:
+            status, content = await self.transport.send_raw(
+                self.host, self.port, self.head, body, self.client.timeout
+            )
+        except httpx.TransportError as exc:
+            raise _connection_failed(self.client.url, exc) from exc
+        if status >= 300:
+            request = httpx.Request("POST", self.client.url + self.path)
+            _raise_for_status(httpx.Response(status, content=content, request=request))
+        return content
+
+
 class ClientBackend:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._batch = _RawPost(client, "/sdk/batch")
+        self._claim = _RawPost(client, "/sdk/claim")
 
     async def create(
         self,
@@ -229,19 +270,14 @@ class ClientBackend:
         ]
 
     async def batch(self, ops: list[Op]) -> list[OpResult]:
-        body = _encode(_BatchBody(ops))
-        response = await self.client._send(_Call("POST", "/sdk/batch", content=body))
-        _raise_for_status(response)
-        results = _batch_answer.decode(response.content).results
+        results = _batch_answer.decode(await self._batch(_encode(_BatchBody(ops)))).results
         if len(results) != len(ops):
             raise TrothError(f"/sdk/batch answered {len(results)} results for {len(ops)} ops")
         return results
 
     async def claim(self, refs: list[ClaimRef], process_id: str, ttl: int) -> list[ClaimResult]:
         body = _encode(_ClaimBody(refs, process_id, ttl))
-        response = await self.client._send(_Call("POST", "/sdk/claim", content=body))
-        _raise_for_status(response)
-        return _claim_answer.decode(response.content).results
+        return _claim_answer.decode(await self._claim(body)).results
 
     async def find(self, id: str) -> Promise | None:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -14,10 +13,34 @@ from typing import Any
 from troth.sdk.errors import NotRegistered
 from troth.sdk.retry import Retry
 
+_CACHE_MAX = 4096
+_takes_ctx: dict[Any, bool] = {}
+_return_types: dict[Any, Any] = {}
+
+
+def _cached(cache: dict[Any, Any], fn: Callable[..., Any], compute: Callable[[], Any]) -> Any:
+    """``compute()`` memoized per callable (inspecting a signature costs ~20 µs, and a
+    step looks at its function every time it runs or replays)."""
+    try:
+        return cache[fn]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable
+        return compute()
+    value = compute()
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[fn] = value
+    return value
+
 
 def takes_ctx(fn: Callable[..., Any]) -> bool:
     """Whether ``fn``'s first parameter is the durable context (named ``ctx`` or annotated
     ``Context``): such functions may make durable calls of their own."""
+    return bool(_cached(_takes_ctx, fn, lambda: _takes_ctx_uncached(fn)))
+
+
+def _takes_ctx_uncached(fn: Callable[..., Any]) -> bool:
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
@@ -29,9 +52,12 @@ def takes_ctx(fn: Callable[..., Any]) -> bool:
     return first.name == "ctx" or (isinstance(annotation, str) and annotation.endswith("Context"))
 
 
-@functools.cache
 def return_type(fn: Callable[..., Any]) -> Any:
     """The annotated return type (for decoding memoized results), or ``Any``."""
+    return _cached(_return_types, fn, lambda: _return_type_uncached(fn))
+
+
+def _return_type_uncached(fn: Callable[..., Any]) -> Any:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:

@@ -46,6 +46,7 @@ from troth.sdk.context import FUNC_TAG, TIMER_TAG, Context
 from troth.sdk.errors import LeaseLost, PlatformError, SdkError, Suspended
 from troth.sdk.pipeline import Pipeline
 from troth.sdk.registry import Function, Registry, call, takes_ctx
+from troth.sdk.results import RemoteResults
 from troth.sdk.retry import Retry, run_with_retry
 
 log = logging.getLogger("troth.sdk")
@@ -112,6 +113,14 @@ class Handle:
                 if self.id in self.troth._done:
                     continue
             wait = 300.0 if give_up is None else max(0.0, give_up - loop.time())
+            results = self.troth._remote_results()
+            if results is not None:
+                got = await results.wait(self.id, wait)
+                if got is not None:
+                    return self.troth.outcome(got)
+                if give_up is not None and loop.time() >= give_up:
+                    raise TimeoutError(f"execution {self.id!r} is still running")
+                wait = 300.0 if give_up is None else max(0.0, give_up - loop.time())
             p = await self.troth.backend.wait(self.id, wait)
             if p.state is not State.PENDING:
                 return self.troth.outcome(p)
@@ -184,6 +193,7 @@ class Troth:
         self._pipeline: Pipeline | None = None
         self._claims: list[tuple[ClaimRef, asyncio.Future[Any]]] = []
         self._claimer: asyncio.Task[None] | None = None
+        self._results: RemoteResults | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._started = False
         self.backend: Backend
@@ -226,6 +236,7 @@ class Troth:
                 await task
         self._background.clear()
         self._running.clear()
+        self._results = None
         if self._pipeline is not None:
             await self._pipeline.close()
         if self._engine is not None:
@@ -248,6 +259,15 @@ class Troth:
 
     def now(self) -> int:
         return self.clock.now()
+
+    def _remote_results(self) -> RemoteResults | None:
+        """Remote: the results stream (opened on first use); embedded: None."""
+        if not self.remote or not self._started:
+            return None
+        if self._results is None:
+            self._results = RemoteResults(self)
+            self._spawn(self._results.listen(), "troth-results-stream")
+        return self._results
 
     # -- registration --------------------------------------------------------------------
 
