@@ -10,10 +10,16 @@ this process only (nothing in src/ changes), then runs the ordinary CLI. Bugs:
 - ``stale-read``: ``GET /promises/{id}`` serves a per-id read cache for 500 ms (every answer
   is a state the promise really had, so only a real-time check catches it);
 - ``none``: no bug (a control).
+
+Not a bug, a test knob: ``TROTH_RELIABILITY_TIME_TO_CLAIM_MS`` shortens the time a sent task
+has to be claimed before it is dispatched again (default 60 s), so that crash tests do not
+wait a minute for tasks that were in flight when the server was killed.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import time
 from typing import Any
@@ -60,6 +66,13 @@ def plant(bug: str) -> None:
         Engine.get_promise = get_promise  # type: ignore[method-assign]
     elif bug != "none":
         raise SystemExit(f"unknown bug {bug!r}; one of {', '.join(BUGS)}")
+    claim_ms = os.environ.get("TROTH_RELIABILITY_TIME_TO_CLAIM_MS")
+    if claim_ms:
+        from troth.engine.dispatch import TaskSettings
+        from troth.server import main
+
+        tuned = functools.partial(TaskSettings, time_to_claim_ms=int(claim_ms))
+        setattr(main, "TaskSettings", tuned)  # noqa: B010 (main does not export the name)
 
 
 def main() -> None:
