@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from tests.pg import SESSION_SCHEMA, session_store, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.server import create_app
+from troth.store.base import Store
 from troth.store.memory import MemoryStore
 
 
@@ -16,13 +18,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def engine(clock: FakeClock) -> AsyncIterator[Engine]:
-    """An opened engine on a MemoryStore with a fake clock (no background sweeper)."""
-    eng = Engine(MemoryStore(), clock)
+@pytest.fixture(params=["memory", "postgres"])
+async def engine(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Engine]:
+    """An opened engine with a fake clock (no background sweeper), on a MemoryStore and on
+    PostgreSQL (SQLite has suites of its own: contract, schedules, tasks, end to end)."""
+    store: Store = MemoryStore() if request.param == "memory" else session_store()
+    eng = Engine(store, clock)
     await eng.open()
     yield eng
     await eng.stop()
+    if request.param == "postgres":
+        truncate(SESSION_SCHEMA)
 
 
 @pytest.fixture

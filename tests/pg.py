@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 import psycopg
 from psycopg import sql
 
+from troth.store.postgres import PostgresStore
+
 BASE_URL = os.environ.get("TROTH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SESSION_SCHEMA = f"troth_t_{os.getpid()}_{secrets.token_hex(3)}"
 _TABLES = ("promises", "meta", "callbacks", "tasks", "locks", "schedules")
@@ -70,3 +72,8 @@ def drop_stale_schemas() -> None:
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
                 )
+
+
+def session_store(**options: object) -> PostgresStore:
+    """A store on this run's test schema (empty it with ``truncate`` after the test)."""
+    return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2, **options))

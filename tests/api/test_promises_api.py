@@ -10,6 +10,9 @@ import httpx
 import pytest
 
 from troth.clock import FakeClock
+from troth.engine import Engine
+from troth.server import create_app
+from troth.store.memory import MemoryStore
 
 FAR = 2**63 - 1
 
@@ -362,9 +365,16 @@ async def test_unknown_route_and_method_have_json_errors(http: httpx.AsyncClient
     assert_error(await http.delete("/promises/x"), 405, 40500, "DELETE")
 
 
-async def test_readyz_reports_storage_down(http: httpx.AsyncClient, engine: Any) -> None:
-    engine.store.available = False
-    assert_error(await http.get("/readyz"), 503, 50300)
-    assert_error(await create(http, "p"), 503, 50300)
-    engine.store.available = True
-    assert (await http.get("/readyz")).status_code == 200
+async def test_readyz_reports_storage_down(clock: FakeClock) -> None:
+    # A store that can be switched off (PostgreSQL going away: tests/e2e/test_postgres_cluster)
+    store = MemoryStore()
+    engine = Engine(store, clock)
+    await engine.open()
+    app = create_app(engine, manage=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as h:
+        store.available = False
+        assert_error(await h.get("/readyz"), 503, 50300)
+        assert_error(await create(h, "p"), 503, 50300)
+        store.available = True
+        assert (await h.get("/readyz")).status_code == 200
+    await engine.stop()

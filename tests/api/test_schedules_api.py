@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg import SESSION_SCHEMA, session_store, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.server import create_app
@@ -22,13 +23,17 @@ DAY = 24 * 60 * MINUTE
 T0 = int(datetime(2024, 5, 1, tzinfo=UTC).timestamp() * 1000)  # a midnight
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def env(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Engine, httpx.AsyncClient, FakeClock]]:
     clock = FakeClock(T0)
     store: Store = (
-        MemoryStore() if request.param == "memory" else SqliteStore(f"sqlite:///{tmp_path}/s.db")
+        MemoryStore()
+        if request.param == "memory"
+        else SqliteStore(f"sqlite:///{tmp_path}/s.db")
+        if request.param == "sqlite"
+        else session_store()
     )
     engine = Engine(store, clock)
     await engine.open()
@@ -36,6 +41,8 @@ async def env(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         yield engine, c, clock
     await engine.stop()
+    if request.param == "postgres":
+        truncate(SESSION_SCHEMA)
 
 
 def body(

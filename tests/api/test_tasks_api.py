@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg import SESSION_SCHEMA, session_store, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.engine.dispatch import TaskSettings
@@ -70,13 +71,17 @@ class World:
             await push
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def world(
     clock: FakeClock, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[World]:
     """Every flow runs on each backend."""
     store: Store = (
-        MemoryStore() if request.param == "memory" else SqliteStore(f"sqlite:///{tmp_path}/t.db")
+        MemoryStore()
+        if request.param == "memory"
+        else SqliteStore(f"sqlite:///{tmp_path}/t.db")
+        if request.param == "sqlite"
+        else session_store()
     )
     w = World(clock, store)
     await w.engine.open()
@@ -85,6 +90,8 @@ async def world(
         w.http = http
         yield w
     await w.engine.stop()
+    if request.param == "postgres":
+        truncate(SESSION_SCHEMA)
 
 
 def messages(conn: StreamConn) -> list[dict[str, Any]]:

@@ -566,6 +566,35 @@ class PostgresTx:
             (now, process_id, now),
         )
 
+    # -- operator queries (metrics, dashboard) ----------------------------------------------
+
+    def count_pending_promises(self) -> int:
+        row = self._one("SELECT count(*) FROM promises WHERE state = 'PENDING'", ())
+        return int(row[0]) if row else 0
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        rows = self._all(
+            "SELECT state, count(*) FROM tasks WHERE state NOT IN ('COMPLETED', 'TIMEDOUT')"
+            " GROUP BY state",
+            (),
+        )
+        return {state: int(n) for state, n in rows}
+
+    def active_tasks(self, limit: int) -> list[Task]:
+        rows = self._all(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state NOT IN ('COMPLETED', 'TIMEDOUT')"
+            " ORDER BY timeout, id LIMIT %s",
+            (limit,),
+        )
+        return [_task(r) for r in rows]
+
+    def callbacks_of(self, promise_id: str) -> list[Callback]:
+        rows = self._all(
+            f"SELECT {_CB_COLUMNS} FROM callbacks WHERE promise_id = %s ORDER BY created_on, id",
+            (promise_id,),
+        )
+        return [_callback(r) for r in rows]
+
     # -- locks ------------------------------------------------------------------------------
 
     def get_lock(self, resource_id: str) -> Lock | None:
