@@ -692,6 +692,35 @@ def serve(ctx: click.Context, /, config_file: str | None, **values: Any) -> None
     )
 
 
+@main.command()
+@click.option(
+    "--store",
+    envvar="TROTH_STORE",
+    default="sqlite:///troth.db",
+    show_default=True,
+    help="The database to migrate (env TROTH_STORE).",
+)
+def migrate(store: str) -> None:
+    """Apply pending database migrations, then exit.
+
+    Servers migrate on start unless their PostgreSQL URL says ?migrate=false; with several
+    processes, run this once per deploy instead. Safe while servers run: migrators wait for
+    each other and every migration runs exactly once.
+    """
+    import asyncio
+
+    from troth.store import migrate_store
+
+    try:
+        applied = asyncio.run(migrate_store(store))
+    except TrothError as exc:
+        _fail(exc)
+    if applied:
+        click.echo("applied migrations " + ", ".join(f"{v:04d}" for v in applied))
+    else:
+        click.echo("the database is up to date")
+
+
 @main.group(name="config")
 def config_group() -> None:
     """Inspect the server configuration."""

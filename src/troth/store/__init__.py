@@ -5,7 +5,7 @@ from __future__ import annotations
 from troth.errors import ValidationError
 from troth.store.base import PromiseQuery, Store, Tx
 
-__all__ = ["PromiseQuery", "Store", "Tx", "create_store"]
+__all__ = ["PromiseQuery", "Store", "Tx", "create_store", "migrate_store"]
 
 
 def create_store(url: str) -> Store:
@@ -33,3 +33,21 @@ def create_store(url: str) -> Store:
         f"unsupported store URL {url!r}: use memory://, sqlite:///path.db or"
         " postgresql://user@host:port/database"
     )
+
+
+async def migrate_store(url: str) -> list[int]:
+    """Apply the migrations ``url``'s database lacks; return the versions applied now.
+
+    PostgreSQL: safe while servers run (migrators are serialized by an advisory lock, each
+    migration runs once). SQLite migrates whenever a store opens; this opens and closes one.
+    """
+    store = create_store(url)
+    migrate = getattr(store, "migrate", None)
+    if callable(migrate):
+        import asyncio
+
+        applied: list[int] = await asyncio.to_thread(migrate)
+        return applied
+    await store.open()
+    await store.close()
+    return []

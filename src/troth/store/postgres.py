@@ -775,6 +775,12 @@ class PostgresStore:
             return value
 
         self.schema = options.pop("schema", None)
+        migrate = options.pop("migrate", "true").lower()
+        if migrate not in ("true", "false"):
+            raise ValidationError("store URL: migrate must be true or false")
+        #: Apply pending migrations on open (``?migrate=false``: only check, and refuse to
+        #: start on an outdated schema; run ``troth migrate`` during the deploy instead).
+        self.auto_migrate = migrate == "true"
         self.writers = take_int("writers", 4)
         self.batch = take_int("batch", 256)
         self.readers = take_int("readers", 8)
@@ -839,7 +845,7 @@ class PostgresStore:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.migrate)
+        await loop.run_in_executor(None, self.migrate if self.auto_migrate else self.check_schema)
         self._read_pool = ThreadPoolExecutor(
             max_workers=self.readers, thread_name_prefix="troth-pg-read"
         )
@@ -879,6 +885,26 @@ class PostgresStore:
             if name.endswith(".sql") and name[:4].isdigit():
                 found.append((int(name[:4]), name[5:-4], entry.read_text()))
         return sorted(found)
+
+    def check_schema(self) -> None:
+        """Raise ``StoreUnavailable`` unless every shipped migration has been applied."""
+        conn = self._connect(autocommit=True)
+        try:
+            rows = conn.execute(
+                "SELECT version FROM schema_migrations WHERE version IS NOT NULL"
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            rows = []
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        finally:
+            self._drop(conn)
+        missing = sorted({v for v, _n, _s in self.migrations()} - {r[0] for r in rows})
+        if missing:
+            raise StoreUnavailable(
+                f"the database lacks migrations {missing}: run `troth migrate --store ...`"
+                " (or start without ?migrate=false)"
+            )
 
     def migrate(self) -> list[int]:
         """Apply every migration not applied yet; return the versions applied now.
