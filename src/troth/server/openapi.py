@@ -27,6 +27,7 @@ import msgspec
 
 from troth.model import Lock, Promise, Schedule, SearchPage, TaskKind, TaskState, Value
 from troth.server import wire_tasks
+from troth.server.openapi_sdk import sdk_components, sdk_paths
 from troth.server.routes_schedules import CreateScheduleBody
 from troth.server.routes_tasks import GET_CLAIM_TTL_MS
 from troth.server.wire import CompletePromise, CreatePromise
@@ -1599,8 +1600,9 @@ def openapi_document() -> dict[str, Any]:
             {"name": "schedules", "description": _SCHEDULES_TEXT},
             {"name": "locks", "description": "Distributed locks with leases (API.md 5)."},
             {"name": "ops", "description": "Operational endpoints."},
+            {"name": "sdk", "description": "Batched writes, claims and results for the SDK."},
         ],
-        "paths": _with_auth({**_paths(), **_operator_paths()}),
+        "paths": _with_auth({**_paths(), **_operator_paths(), **sdk_paths()}),
         "security": [{}, {"basicAuth": []}, {"bearerAuth": []}],
         "components": {
             "securitySchemes": {
@@ -1612,7 +1614,7 @@ def openapi_document() -> dict[str, Any]:
                     "id prefix may only name ids that start with it (else 403, 40300).",
                 },
             },
-            "schemas": {**_components(), **_operator_components()},
+            "schemas": {**_components(), **_operator_components(), **sdk_components()},
             "parameters": _parameters(),
             "responses": {
                 f"E{name}": {"description": text, "content": _json_content("Error")}
