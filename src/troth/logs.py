@@ -1,19 +1,24 @@
 """Logging setup for ``troth serve``: text or JSON lines on stderr.
 
-The access log is the logger ``troth.access``: one line per request at info, written by the
-server's front middleware (``troth.server.front``) with the arguments ``(method, path,
-status, milliseconds, request id, route)``; the JSON formatter turns those into fields.
-Credentials never reach a log line: the front middleware logs neither headers nor query
-strings, only the principal's name (a user name or a token's label) at debug.
+The access log (``AccessLog``) writes one line per request, as the logger ``troth.access``
+at info would, in the same text or JSON format — but without the ``logging`` machinery on
+the hot path: a ``LogRecord``, a ``Formatter`` pass and a flushed write cost more CPU than
+the durable write itself at 15k requests/s. Lines are formatted with one f-string (the
+timestamp prefix is cached per second), buffered, and written in blocks: when 256 lines are
+waiting or 0.1 s after the first one, whichever comes first, and at shutdown. It is off when
+``troth.access`` is not enabled for info (``--log-level warning``). Credentials never reach
+a log line: the front middleware logs neither headers nor query strings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
 import logging
 import sys
-from typing import Any, Final
+import time
+from typing import Any, Final, TextIO
 
 import msgspec
 
@@ -86,4 +91,87 @@ def log_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-__all__ = ["ACCESS", "JsonFormatter", "log_loop_errors", "setup_logging"]
+class AccessLog:
+    """Buffered access-log lines (see the module docstring).
+
+    Args:
+        fmt: ``text`` (the ``TEXT_FORMAT`` layout) or ``json`` (``JsonFormatter``'s fields).
+        stream: where lines go; default ``sys.stderr`` at the time of each write.
+    """
+
+    FLUSH_LINES: Final = 256
+    FLUSH_AFTER_S: Final = 0.1
+
+    def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
+        self.json = fmt == "json"
+        self._stream = stream
+        self._buf: list[str] = []
+        self._armed = False
+        self._second = -1
+        self._prefix = ""
+        atexit.register(self.flush)
+
+    @staticmethod
+    def enabled() -> bool:
+        """Whether the ``troth.access`` logger would log at info."""
+        return logging.getLogger(ACCESS).isEnabledFor(logging.INFO)
+
+    def __call__(
+        self, method: str, path: str, status: int, ms: float, request_id: str, route: str
+    ) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            if self.json:
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            else:
+                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        msec = int((now - second) * 1000)
+        if self.json:
+            ts = f"{self._prefix}.{msec:03d}+00:00"
+            line = _encode(
+                {
+                    "ts": ts,
+                    "level": "info",
+                    "logger": ACCESS,
+                    "msg": "request",
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": ms,
+                    "request_id": request_id,
+                    "route": route,
+                }
+            ).decode()
+        else:
+            line = (
+                f"{self._prefix},{msec:03d} INFO {ACCESS} {method} {path} {status} "
+                f"{ms:.2f}ms id={request_id} route={route}"
+            )
+        buf = self._buf
+        buf.append(line)
+        if len(buf) >= self.FLUSH_LINES:
+            self.flush()
+        elif not self._armed:
+            self._armed = True
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_AFTER_S, self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        self._armed = False
+        if not self._buf:
+            return
+        text = "\n".join(self._buf) + "\n"
+        self._buf.clear()
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # stderr closed at exit
+            pass
+
+
+__all__ = ["ACCESS", "AccessLog", "JsonFormatter", "log_loop_errors", "setup_logging"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import pytest
 from troth.client import AsyncClient, authorization
 from troth.engine import Engine
 from troth.errors import TrothError
+from troth.logs import AccessLog
 from troth.server import create_app
 from troth.server.auth import Authenticator, task_promise_id
 
@@ -132,6 +134,7 @@ async def test_scoped_token_only_touches_its_prefix(tok: httpx.AsyncClient) -> N
     assert_error(await tok.post("/locks/acquire", json=lock, headers=h), 403)
     # routes the check does not know, and metrics, are closed to scoped tokens
     assert_error(await tok.get("/nope", headers=h), 403, "may not use GET /nope")
+    assert_error(await tok.post("/sdk/batch", json={}, headers=h), 403, "/sdk/batch")
     # dashboard helpers filter or refuse
     assert_error(await tok.get("/ui/api/tasks?root=tenant-b/1", headers=h), 403)
     assert_error(await tok.get("/ui/api/callbacks/tenant-b/2", headers=h), 403)
@@ -172,11 +175,15 @@ async def test_credentials_are_never_logged(
 ) -> None:
     auth = Authenticator("token", tokens=["sup3r-secret-token"])
     caplog.set_level(logging.DEBUG)
-    async with client(engine, auth, access_log=True) as c:
+    out = io.StringIO()
+    access = AccessLog("text", stream=out)
+    async with client(engine, auth, access_log=access) as c:
         await c.get("/promises/x", headers=bearer("sup3r-secret-token"))
         await c.get("/promises/x", headers=bearer("wrong-secret-value"))
         await c.get("/promises/x?token=sup3r-secret-token", headers=bearer("sup3r-secret-token"))
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("troth"))
+    access.flush()
+    text = out.getvalue()
+    text += "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("troth"))
     assert "GET /promises/x 404" in text and "GET /promises/x 401" in text
     assert "sup3r-secret-token" not in text and "wrong-secret-value" not in text
 

@@ -4,8 +4,10 @@ background errors with context."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -13,21 +15,16 @@ import pytest
 
 from tests.server_process import running_server
 from troth.engine import Engine
-from troth.logs import ACCESS, JsonFormatter, log_loop_errors
+from troth.logs import ACCESS, AccessLog, JsonFormatter, log_loop_errors
 from troth.server import create_app
 
 FAR = 2**63 - 1
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == ACCESS]
-
-
-async def test_one_access_line_per_request_with_request_id(
-    engine: Engine, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger=ACCESS)
-    app = create_app(engine, manage=False, access_log=True)
+async def test_one_access_line_per_request_with_request_id(engine: Engine) -> None:
+    out = io.StringIO()
+    access = AccessLog("text", stream=out)
+    app = create_app(engine, manage=False, access_log=access)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://troth"
     ) as c:
@@ -41,31 +38,59 @@ async def test_one_access_line_per_request_with_request_id(
     assert r2.headers["x-request-id"] == "rid-2"
     made = r3.headers["x-request-id"], r4.headers["x-request-id"]
     assert made[0] and made[1] and made[0] != made[1]
-    lines = access_lines(caplog)
-    assert [r.args[:3] for r in lines] == [  # type: ignore[index]
-        ("POST", "/promises", 201),
-        ("GET", "/promises/a/1", 200),
-        ("GET", "/promises/none", 404),
-        ("GET", "/promises/none", 404),
+    access.flush()
+    lines = out.getvalue().splitlines()
+    pattern = re.compile(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO troth\.access "
+        r"(\S+) (\S+) (\d+) \d+\.\d\dms id=(\S+) route=(\S+)$"
+    )
+    parsed = [m.groups() for line in lines if (m := pattern.match(line))]
+    assert len(parsed) == len(lines) == 4, lines
+    assert parsed == [
+        ("POST", "/promises", "201", "rid-1", "/promises"),
+        ("GET", "/promises/a/1", "200", "rid-2", "/promises/{id}"),
+        ("GET", "/promises/none", "404", made[0], "/promises/{id}"),
+        ("GET", "/promises/none", "404", made[1], "/promises/{id}"),
     ]
-    assert [r.args[4] for r in lines] == ["rid-1", "rid-2", *made]  # type: ignore[index]
-    assert {r.args[5] for r in lines} == {"/promises", "/promises/{id}"}  # type: ignore[index]
-    assert all(r.levelno == logging.INFO for r in lines)
-    text = lines[0].getMessage()
-    assert text.startswith("POST /promises 201 ") and "id=rid-1 route=/promises" in text
 
 
-async def test_access_log_off_writes_nothing(
-    engine: Engine, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger=ACCESS)
+async def test_access_lines_are_flushed_without_more_traffic(engine: Engine) -> None:
+    out = io.StringIO()
+    app = create_app(engine, manage=False, access_log=AccessLog("json", stream=out))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://troth"
+    ) as c:
+        await c.get("/ping", headers={"X-Request-Id": "lonely"})
+    for _ in range(500):  # the 0.1 s flush timer, on a loaded machine
+        if out.getvalue():
+            break
+        await asyncio.sleep(0.01)
+    [line] = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["request_id"] == "lonely" and record["logger"] == ACCESS
+    assert (record["method"], record["path"], record["status"]) == ("GET", "/ping", 200)
+
+
+async def test_access_log_off_writes_nothing(engine: Engine) -> None:
     app = create_app(engine, manage=False, access_log=False)
+    assert app.state.access_log is None
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://troth"
     ) as c:
         resp = await c.get("/ping")
     assert resp.headers["x-request-id"]
-    assert access_lines(caplog) == []
+
+
+def test_access_log_follows_the_logger_level() -> None:
+    logger = logging.getLogger(ACCESS)
+    old = logger.level
+    try:
+        logger.setLevel(logging.WARNING)
+        assert not AccessLog.enabled()
+        logger.setLevel(logging.INFO)
+        assert AccessLog.enabled()
+    finally:
+        logger.setLevel(old)
 
 
 def test_json_formatter_fields() -> None:

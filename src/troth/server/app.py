@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from troth.engine import Engine
 from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError
+from troth.logs import AccessLog
 from troth.model import EMPTY
 from troth.server import wire
 from troth.server.auth import Authenticator
@@ -209,7 +210,7 @@ class _App(Starlette):
         self,
         api: Api,
         auth: Authenticator | None,
-        access_log: bool,
+        access_log: AccessLog | None,
         metrics_public: bool,
         **kwargs: Any,
     ) -> None:
@@ -247,7 +248,7 @@ def create_app(
     keepalive_s: float = 15.0,
     auth: Authenticator | None = None,
     metrics: Metrics | None = None,
-    access_log: bool = False,
+    access_log: AccessLog | bool = False,
     metrics_public: bool = True,
 ) -> Starlette:
     """Build the ASGI app over ``engine``.
@@ -257,11 +258,13 @@ def create_app(
             shutdown. In-process tests that run the engine themselves pass ``False``.
         auth: check credentials on every route but the public ones (``None``: auth off).
         metrics: where to count; default a new ``Metrics`` hooked to the engine and store.
-        access_log: log one line per request (``troth.access``).
+        access_log: where to write one line per request; ``True`` is stderr in the text
+            format (``troth.logs.AccessLog``).
         metrics_public: ``/metrics`` answers without credentials when auth is on.
     """
     if streams is None:
         streams = StreamRegistry()
+    requests_log = AccessLog() if access_log is True else access_log or None
     if metrics is None:
         metrics = Metrics(engine, streams)
     engine.on_written = metrics.observe_promise
@@ -295,11 +298,13 @@ def create_app(
             streams.close_all()
             if manage:
                 await engine.stop()
+            if requests_log is not None:
+                requests_log.flush()
 
     app = _App(
         api,
         auth,
-        access_log,
+        requests_log,
         metrics_public,
         routes=routes,
         lifespan=lifespan,
@@ -314,7 +319,7 @@ def create_app(
     app.state.tasks = tasks
     app.state.metrics = metrics
     app.state.auth = auth
-    app.state.access_log = access_log
+    app.state.access_log = requests_log
     return app
 
 

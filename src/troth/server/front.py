@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from troth.logs import ACCESS
+from troth.logs import AccessLog
 from troth.server.auth import (
     PUBLIC_PATHS,
     PUBLIC_PREFIXES,
@@ -41,7 +41,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-access_log = logging.getLogger(ACCESS)
 log = logging.getLogger("troth.server")
 _perf = time.perf_counter
 _encode: Final = msgspec.json.encode
@@ -56,7 +55,7 @@ class Front:
     Args:
         auth: the authenticator, or ``None`` when auth is off.
         metrics: where to count requests, or ``None``.
-        access_log: write one info line per request.
+        access_log: where to write one line per request (``None``: nowhere).
         metrics_public: ``/metrics`` answers without credentials.
         max_body: the body limit (scoped requests' bodies are read here).
     """
@@ -67,7 +66,7 @@ class Front:
         *,
         auth: Authenticator | None,
         metrics: Metrics | None,
-        access_log: bool,
+        access_log: AccessLog | None,
         metrics_public: bool = True,
         max_body: int = 10 * 1024 * 1024,
     ) -> None:
@@ -90,10 +89,11 @@ class Front:
         start = _perf()
         auth_header: bytes | None = None
         request_id: bytes | None = None
+        # ASGI header names are lowercase (the spec says so; uvicorn complies).
         for name, value in scope["headers"]:
-            if len(name) == 13 and name.lower() == b"authorization":
+            if name == b"authorization":
                 auth_header = value
-            elif name.lower() in (b"x-request-id", b"request-id"):
+            elif name == b"x-request-id" or name == b"request-id":
                 request_id = value[:_MAX_REQUEST_ID]
         if request_id is None:
             request_id = f"{self._id_prefix}-{next(self._ids)}".encode()
@@ -121,9 +121,8 @@ class Front:
             route = route_template(method, path)
             if self.metrics is not None:
                 self.metrics.observe_request(method, route, status, elapsed)
-            if self.access_log:
-                access_log.info(
-                    "%s %s %d %.2fms id=%s route=%s",
+            if self.access_log is not None:
+                self.access_log(
                     method,
                     path,
                     status,
@@ -149,8 +148,9 @@ class Front:
         method: str = scope["method"]
         path: str = scope["path"]
         route = route_template(method, path)
-        if route in ("unmatched", "/metrics"):
-            # Deny by default: a route this check does not know may carry ids it cannot see.
+        if route in ("unmatched", "/metrics") or route.startswith("/sdk/"):
+            # Deny by default: a route this check does not know may carry ids it cannot see
+            # (the SDK's batch routes carry many).
             raise AuthFailed(
                 403, f"a token scoped to {principal.prefix!r} may not use {method} {path}"
             )
@@ -194,7 +194,7 @@ class Front:
             details.append({"scheme": "Basic" if self.auth.mode == "basic" else "Bearer"})
             # The dashboard asks with X-Requested-With and signs in with its own form: no
             # challenge for it, or the browser would pop up its basic-auth dialog.
-            if not any(name.lower() == b"x-requested-with" for name, _ in scope["headers"]):
+            if not any(name == b"x-requested-with" for name, _ in scope["headers"]):
                 headers.append((b"www-authenticate", self.auth.challenge))
         body = _encode({"error": {"code": code, "message": exc.message, "details": details}})
         headers.append((b"content-length", str(len(body)).encode()))

@@ -23,7 +23,7 @@ import uvloop
 
 from troth.engine import Engine
 from troth.engine.dispatch import TaskSettings
-from troth.logs import log_loop_errors, setup_logging
+from troth.logs import AccessLog, log_loop_errors, setup_logging
 from troth.server.app import DEFAULT_MAX_BODY, create_app, create_poll_app
 from troth.server.auth import Authenticator
 from troth.server.cluster import Bus, ClusterDelivery
@@ -115,7 +115,8 @@ def serve(
             claim/complete/heartbeat links on it); default ``http://<host>:<port>``.
         receivers: logical receiver names, e.g. ``{"mailers": "poll://any@mailers"}``.
         log_format: ``text`` or ``json`` (one object per line).
-        access_log: one info line per request (``troth.access``).
+        access_log: one line per request (``troth.logs.AccessLog``) while the
+            ``troth.access`` logger is enabled for info.
         auth: credentials checked on every non-public route; ``None`` is auth off.
     """
     setup_logging(log_level, log_format)
@@ -142,7 +143,7 @@ def serve(
         streams=streams,
         auth=auth,
         metrics=metrics,
-        access_log=access_log,
+        access_log=AccessLog(log_format) if access_log and AccessLog.enabled() else False,
         metrics_public=metrics_public,
         max_body=max_body,
     )

@@ -315,7 +315,7 @@ _FIXED: Final = frozenset(
         "/promises", "/promises/task", "/callbacks", "/subscriptions", "/tasks/claim",
         "/tasks/complete", "/tasks/drop", "/tasks/heartbeat", "/locks/acquire", "/locks/release",
         "/locks/heartbeat", "/schedules", "/ping", "/healthz", "/readyz", "/metrics",
-        "/openapi.json", "/ui", "/ui/",
+        "/openapi.json", "/ui", "/ui/", "/sdk/batch", "/sdk/claim",
     }
 )  # fmt: skip
 _PREFIXES: Final = (

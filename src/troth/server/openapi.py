@@ -668,6 +668,9 @@ _ERROR_TEXT: Final = {
     "412": "Fencing failed (41200): the task named by `Task-Id` is not CLAIMED with counter "
     "`Task-Counter`, or its lease has run out. Nothing was written.",
     "413": "The request body is larger than the server accepts (41300; 10 MiB by default).",
+    "403Scope": "A token scoped to an id prefix named an id outside it, or a route closed to "
+    "scoped tokens (40300).",
+    "404File": "No such dashboard file (40400).",
     "401": "Authentication is on and the request has no valid credentials (40100); "
     "`details` names the scheme the server expects (`Basic` or `Bearer`).",
     "500": "Internal error (50000); the request may not have been applied.",
@@ -1416,10 +1419,7 @@ def _ui_operation(
         "responses": {
             "200": {"description": summary, "content": {JSON: {"schema": schema}}},
             "400": {"$ref": "#/components/responses/E400"},
-            "403": {
-                "description": "A token scoped to an id prefix named an id outside it (40300).",
-                "content": _json_content("Error"),
-            },
+            "403": {"$ref": "#/components/responses/E403Scope"},
             "500": {"$ref": "#/components/responses/E500"},
             "503": {"$ref": "#/components/responses/E503"},
         },
@@ -1462,16 +1462,7 @@ def _operator_paths() -> dict[str, Any]:
             }
         },
         "/ui": {"get": _page("dashboard", "The dashboard page.")},
-        "/ui/": {
-            "get": {
-                "operationId": "dashboardSlash",
-                "summary": "Redirect to /ui",
-                "description": "Answers 308 to `/ui`.",
-                "tags": ["ops"],
-                "parameters": [_param("RequestId")],
-                "responses": {"308": {"description": "Redirect to `/ui`."}},
-            }
-        },
+        "/ui/": {"get": _page("dashboardSlash", "The dashboard page (same as `/ui`).")},
         "/ui/static/{name}": {
             "get": {
                 **_page("dashboardFile", "A file of the dashboard (`app.js`, `style.css`)."),
@@ -1487,7 +1478,7 @@ def _operator_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "The file.", "content": {"text/plain": {"schema": {}}}},
-                    "404": {"$ref": "#/components/responses/E404"},
+                    "404": {"$ref": "#/components/responses/E404File"},
                     "500": {"$ref": "#/components/responses/E500"},
                 },
             }

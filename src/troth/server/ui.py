@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from troth.engine import Engine
@@ -66,9 +66,6 @@ class UiApi:
             media_type=_TYPES["index.html"],
             headers={"cache-control": "no-cache"},
         )
-
-    async def redirect(self, request: Request) -> Response:
-        return RedirectResponse("/ui", status_code=308)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -122,7 +119,7 @@ class UiApi:
     def routes(self) -> list[Route]:
         return [
             Route("/ui", self.index, methods=["GET"]),
-            Route("/ui/", self.redirect, methods=["GET"]),
+            Route("/ui/", self.index, methods=["GET"]),
             Route("/ui/static/{name}", self.static, methods=["GET"]),
             Route("/ui/api/overview", self.overview, methods=["GET"]),
             Route("/ui/api/tasks", self.tasks, methods=["GET"]),
