@@ -1477,7 +1477,13 @@ def _operator_paths() -> dict[str, Any]:
                     _param("RequestId"),
                 ],
                 "responses": {
-                    "200": {"description": "The file.", "content": {"text/plain": {"schema": {}}}},
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
                     "404": {"$ref": "#/components/responses/E404File"},
                     "500": {"$ref": "#/components/responses/E500"},
                 },
