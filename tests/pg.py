@@ -76,4 +76,5 @@ def drop_stale_schemas() -> None:
 
 def session_store(**options: object) -> PostgresStore:
     """A store on this run's test schema (empty it with ``truncate`` after the test)."""
+    options.setdefault("timeout_ms", 120_000)  # bulk set-ups of tests take long
     return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2, **options))

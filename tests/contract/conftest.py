@@ -33,7 +33,7 @@ def _sqlite(tmp_path: Path) -> Store:
 
 def _postgres(tmp_path: Path) -> Store:
     # Small batches and few threads: tests open many stores.
-    return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2))
+    return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2, timeout_ms=120_000))
 
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from tests.pg import SESSION_SCHEMA, session_store, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.errors import AlreadyCompleted, AlreadyExists, NotFound
@@ -357,3 +358,25 @@ SqliteEngineMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestEngineOnSqlite = SqliteEngineMachine.TestCase
+
+
+class PostgresEngineMachine(SqliteEngineMachine):
+    """The same machine on PostgreSQL (this run's test schema, emptied after each example)."""
+
+    def make_store(self) -> Store:
+        return session_store()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            truncate(SESSION_SCHEMA)
+
+
+PostgresEngineMachine.TestCase.settings = settings(
+    max_examples=15,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEngineOnPostgres = PostgresEngineMachine.TestCase

@@ -54,6 +54,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from tests.pg import SESSION_SCHEMA, session_store, truncate
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.engine.dispatch import Dispatcher, TaskSettings
@@ -710,6 +711,28 @@ SqliteTaskMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestTasksOnSqlite = SqliteTaskMachine.TestCase
+
+
+class PostgresTaskMachine(SqliteTaskMachine):
+    """The same machine on PostgreSQL (this run's test schema, emptied after each example)."""
+
+    def make_store(self) -> Store:
+        return session_store()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            truncate(SESSION_SCHEMA)
+
+
+PostgresTaskMachine.TestCase.settings = settings(
+    max_examples=15,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestTasksOnPostgres = PostgresTaskMachine.TestCase
 
 
 async def test_fence_ends_at_the_task_timeout_before_the_lease() -> None:

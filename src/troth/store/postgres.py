@@ -775,6 +775,9 @@ class PostgresStore:
             return value
 
         self.schema = options.pop("schema", None)
+        #: Notifications are per database; the channel is per schema, so that deployments
+        #: in different schemas of one database do not wake each other.
+        self.channel = f"{CHANNEL}.{self.schema}"[:63] if self.schema else CHANNEL
         migrate = options.pop("migrate", "true").lower()
         if migrate not in ("true", "false"):
             raise ValidationError("store URL: migrate must be true or false")
@@ -786,7 +789,16 @@ class PostgresStore:
         self.readers = take_int("readers", 8)
         self.recheck_s = take_int("recheck_ms", 1000) / 1000
         self.statement_timeout_ms = take_int("statement_timeout_ms", 30_000)
+        #: The longest a request waits for the store before it is answered 503 (the
+        #: operation may still commit later: clients retry with an idempotency key).
+        self.timeout_s = take_int("timeout_ms", 15_000) / 1000
         options.setdefault("connect_timeout", "5")
+        # Notice a dead server or network within seconds, not the kernel's hours.
+        options.setdefault("keepalives", "1")
+        options.setdefault("keepalives_idle", "5")
+        options.setdefault("keepalives_interval", "2")
+        options.setdefault("keepalives_count", "3")
+        options.setdefault("tcp_user_timeout", "10000")
         scheme = "postgresql"
         self.dsn = urlunsplit((scheme, parts.netloc, parts.path, urlencode(options), ""))
         #: Identifies this process's notifications (it ignores its own).
@@ -1054,7 +1066,7 @@ class PostgresStore:
                         events.merge(tx.events)
                 if events:
                     for payload in events.payloads(self.origin):
-                        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                        cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
                 conn.commit()
             except psycopg.Error:
                 with contextlib.suppress(psycopg.Error):
@@ -1070,7 +1082,13 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((op, loop, fut))
-        return await fut
+        try:
+            return await asyncio.wait_for(fut, self.timeout_s)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"PostgreSQL did not answer within {self.timeout_s:g} s; the request may"
+                " still be applied (retry with the same Idempotency-Key)"
+            ) from None
 
     def _read(self, op: Callable[[PostgresTx], T]) -> T:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
@@ -1099,7 +1117,14 @@ class PostgresStore:
         if self._closed or self._read_pool is None:
             raise StoreUnavailable("the store is closed (server shutting down)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._read_pool, self._read, op)
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._read_pool, self._read, op), self.timeout_s
+            )
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"PostgreSQL did not answer within {self.timeout_s:g} s"
+            ) from None
 
     async def check(self) -> None:
         await self.read(lambda tx: tx.get_meta("ping"))
@@ -1142,7 +1167,7 @@ class PostgresStore:
             try:
                 conn = self._connect(autocommit=True)
                 self._listen_conn = conn
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                 if not first:
                     self._dispatch_event(None)  # events may have been missed meanwhile
                 first = False
@@ -1174,7 +1199,7 @@ class PostgresStore:
             except queue.Empty:
                 return
             try:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
             except psycopg.Error as exc:
                 sent.set_exception(_unavailable(exc))
                 raise
