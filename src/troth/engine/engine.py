@@ -643,11 +643,13 @@ class Engine(TaskOps, ScheduleOps):
                 await asyncio.sleep(1.0)
                 continue
             nxt = self._earliest(nxt, self._seen_deadline())
-            self._armed_until = nxt
             self._sweeper_awake = False
             delay = self.limits.max_sweep_sleep_s
             if nxt is not None:
                 delay = min(delay, max(0.0, (nxt - self.clock.now()) / 1000))
+            # It wakes by itself after ``delay``: only a deadline before that must wake it
+            # (``_after``), not every create (a root without a deadline, say).
+            self._armed_until = self.clock.now() + int(delay * 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
