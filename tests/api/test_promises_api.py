@@ -11,6 +11,7 @@ import pytest
 
 from troth.clock import FakeClock
 from troth.engine import Engine
+from troth.model import State
 from troth.server import create_app
 from troth.store.memory import MemoryStore
 
@@ -378,3 +379,29 @@ async def test_readyz_reports_storage_down(clock: FakeClock) -> None:
         store.available = True
         assert (await h.get("/readyz")).status_code == 200
     await engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"id": "a\u0000b"}, "$.id"),
+        ({"id": "ok", "tags": {"k": "v\u0000"}}, "$.tags"),
+        ({"id": "ok", "param": {"headers": {"h\u0000": "v"}}}, "$.param.headers"),
+    ],
+)
+async def test_nul_is_refused_in_ids_tags_and_headers(
+    http: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    resp = await http.post("/promises", json={"timeout": FAR, **body})
+    assert_error(resp, 400, 40000, "NUL", field)
+    assert (await http.get("/promises/ok")).status_code == 404  # nothing stored
+
+
+async def test_nul_is_refused_in_idempotency_keys(engine: Engine) -> None:
+    from troth.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="Idempotency-Key"):
+        await engine.create_promise("nul/key", FAR, ikey="k\x00")
+    await engine.create_promise("nul/key", FAR)
+    with pytest.raises(ValidationError, match="Idempotency-Key"):
+        await engine.complete_promise("nul/key", State.RESOLVED, ikey="\x00")
