@@ -298,11 +298,13 @@ class Dispatcher:
             seen = self._seen()
             if seen is not None and (nxt is None or seen < nxt):
                 nxt = seen
-            self._armed_until = nxt
             self._awake = False
             delay = self.settings.max_sleep_s
             if nxt is not None:
                 delay = min(delay, max(0.0, (nxt - now) / 1000))
+            # It wakes by itself after ``delay``: only a deadline before that must wake it
+            # (``deadline``), not every claim's lease.
+            self._armed_until = now + int(delay * 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
 
