@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import subprocess
 import time
@@ -293,3 +294,34 @@ async def test_postgres_restart_under_load_loses_nothing_acknowledged(
         }
     missing = [id for id in acked if id not in stored]
     assert not missing, f"{len(missing)} acknowledged creates lost, e.g. {missing[:5]}"
+
+
+async def test_a_schedule_fires_every_run_once_across_processes(
+    schema: str, tmp_path: Path
+) -> None:
+    """Three processes share one every-second schedule: each run creates its promise once
+    (one transaction moves ``nextRunTime`` and creates it; rows are taken SKIP LOCKED), with
+    no run missed between the first and the last."""
+    with cluster(pg_url(schema), 3, tmp_path) as servers:
+        async with httpx.AsyncClient(timeout=60) as http:
+            r = await http.post(
+                f"{servers[0].url}/schedules",
+                json={
+                    "id": "tick",
+                    "cron": "* * * * * *",
+                    "promiseId": "tick/{{.timestamp}}",
+                    "promiseTimeout": 60_000,
+                },
+            )
+            assert r.status_code == 201, r.text
+            await asyncio.sleep(6)
+            r = await http.delete(f"{servers[1].url}/schedules/tick")
+            assert r.status_code == 204
+            await asyncio.sleep(1)
+            page = (
+                await http.get(f"{servers[2].url}/promises", params={"id": "tick/*", "limit": 100})
+            ).json()
+    stamps = sorted(int(p["id"].split("/")[1]) for p in page["promises"])
+    assert len(stamps) >= 3
+    assert len(set(stamps)) == len(stamps)
+    assert [b - a for a, b in itertools.pairwise(stamps)] == [1000] * (len(stamps) - 1)
