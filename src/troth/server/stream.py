@@ -47,7 +47,15 @@ class StreamConn:
                 continue
             if message is None:
                 return
-            yield b"data: " + message + b"\n\n"
+            # Messages queued meanwhile go out in the same write (one send, not one each).
+            chunk = [b"data: ", message, b"\n\n"]
+            while not self.queue.empty():
+                more = self.queue.get_nowait()
+                if more is None:
+                    yield b"".join(chunk)
+                    return
+                chunk += (b"data: ", more, b"\n\n")
+            yield b"".join(chunk)
 
 
 class StreamRegistry:
