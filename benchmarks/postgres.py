@@ -221,7 +221,42 @@ def bench(args: argparse.Namespace, n: int, workdir: Path) -> tuple[list[Result]
     return results, checks
 
 
-def render(results: list[Result], checks: list[str], args: argparse.Namespace) -> str:
+def wakeups(args: argparse.Namespace, workdir: Path) -> list[float]:
+    """Cross-process wakeup latency: a long-poll waiter on process A, the resolve on process
+    B; milliseconds from sending the resolve to the waiter's answer, ``--wakeups`` times."""
+    n = args.wakeups
+    import asyncio
+
+    import httpx
+
+    cluster = Cluster(args.dsn, 2, workdir)
+    cluster.start()
+    a, b = cluster.urls
+
+    async def run() -> list[float]:
+        out: list[float] = []
+        async with httpx.AsyncClient(timeout=30) as http:
+            for i in range(n):
+                id = f"wake/{i}"
+                await http.post(f"{a}/promises", json={"id": id, "timeout": 2**62})
+                waiter = asyncio.create_task(http.get(f"{a}/promises/{id}?wait=20s"))
+                await asyncio.sleep(0.02)
+                sent = time.perf_counter()
+                await http.patch(f"{b}/promises/{id}", json={"state": "RESOLVED"})
+                answer = await waiter
+                out.append((time.perf_counter() - sent) * 1000)
+                assert answer.json()["state"] == "RESOLVED"
+        return out
+
+    try:
+        return asyncio.run(run())
+    finally:
+        cluster.stop()
+
+
+def render(
+    results: list[Result], checks: list[str], args: argparse.Namespace, wake: list[float]
+) -> str:
     m = core.machine()
     lines = [
         "# troth core benchmark on PostgreSQL",
@@ -246,7 +281,19 @@ def render(results: list[Result], checks: list[str], args: argparse.Namespace) -
             f" | {r.p99_ms:.2f} | {r.troth_cpu:.0f} | {r.pg_cpu:.0f} | {share:.0%}"
             f" | {r.wrk_cpu:.0f} | {r.machine_cpu:.0f} |"
         )
-    lines += ["", "CPU columns are % of one core (the machine has 2).", "", "## Data check", ""]
+    lines += ["", "CPU columns are % of one core (the machine has 2)."]
+    if wake:
+        w = sorted(wake)
+        lines += [
+            "",
+            "## Cross-process wakeup",
+            "",
+            f"A long-poll waiter on process A, the resolve sent to process B, {len(w)} times:"
+            f" from sending the resolve to the waiter's answer p50 {w[len(w) // 2]:.1f} ms,"
+            f" p99 {w[min(len(w) - 1, int(len(w) * 0.99))]:.1f} ms, max {w[-1]:.1f} ms"
+            " (target: within 100 ms).",
+        ]
+    lines += ["", "## Data check", ""]
     lines += [f"- {c}" for c in checks]
     bad = [r for r in results if any(s >= 300 for s in r.statuses)]
     for r in bad:
@@ -261,6 +308,7 @@ def main() -> int:
     parser.add_argument("--connections", default="64")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--out", default=str(HERE / "results" / "postgres.md"))
+    parser.add_argument("--wakeups", type=int, default=200, help="0 to skip")
     args = parser.parse_args()
     args.connections = [int(c) for c in args.connections.split(",")]
     results: list[Result] = []
@@ -277,7 +325,9 @@ def main() -> int:
                     f" pg {x.pg_cpu:.0f}% {x.statuses}",
                     flush=True,
                 )
-    text = render(results, checks, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        wake = wakeups(args, Path(tmp)) if args.wakeups else []
+    text = render(results, checks, args, wake)
     Path(args.out).write_text(text)
     print(text)
     return 1 if any(c.startswith("LOST") for c in checks) else 0

@@ -78,6 +78,7 @@ CHANNEL: Final = "troth"
 #: NOTIFY payloads must stay under 8000 bytes.
 _MAX_PAYLOAD: Final = 7000
 _RETRIES: Final = 4
+_SOON_MS: Final = 5_000
 _STATES: Final = {s.value: s for s in State}
 _TASK_STATES: Final = {s.value: s for s in TaskState}
 _TASK_KINDS: Final = {k.value: k for k in TaskKind}
@@ -327,7 +328,12 @@ class PostgresTx:
         ev = self.events
         if p.state is not State.PENDING:
             ev.completed.append(p.id)
-        elif ev.deadline is None or p.timeout < ev.deadline:
+        elif p.timeout <= time.time() * 1000 + _SOON_MS and (
+            ev.deadline is None or p.timeout < ev.deadline
+        ):
+            # Only near deadlines are announced: this process's own sweeper times the
+            # promise out, and every sweeper looks at the database at least every 5 s; the
+            # others need telling only so that one of them is on time if this one dies.
             ev.deadline = p.timeout
 
     # -- promises -------------------------------------------------------------------------
