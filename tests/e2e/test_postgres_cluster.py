@@ -325,3 +325,42 @@ async def test_a_schedule_fires_every_run_once_across_processes(
     assert len(stamps) >= 3
     assert len(set(stamps)) == len(stamps)
     assert [b - a for a, b in itertools.pairwise(stamps)] == [1000] * (len(stamps) - 1)
+
+
+async def test_durable_functions_on_two_processes_survive_a_worker_kill(
+    schema: str, tmp_path: Path
+) -> None:
+    """SDK workers connected to different server processes share one group: executions
+    started through process A run on workers of A and B (steps, durable sleep, rpc), and when
+    a worker is killed mid-step its execution finishes on the other, through the other
+    process, without re-running a recorded step."""
+    from tests.sdk.test_remote import GROUP, StepLog, Worker, eventually
+    from troth import Troth
+
+    log = StepLog(tmp_path / "steps.log")
+    with cluster(pg_url(schema), 2, tmp_path) as (a, b):
+        workers = [
+            Worker(a.url, "wa", tmp_path, log.path, ttl_ms=1500),
+            Worker(b.url, "wb", tmp_path, log.path, ttl_ms=1500),
+        ]
+        try:
+            async with Troth(url=a.url, group="client", process_id="pg-client") as client:
+                flows = [await client.rpc(f"flow/{i}", "flow", i, target=GROUP) for i in range(6)]
+                results = [await h.result(timeout=60) for h in flows]
+                assert results == [{"one": i + 1, "square": (i + 1) ** 2} for i in range(6)]
+                for i in range(6):
+                    assert log.count("one", f"flow/{i}") == 1  # replays did not re-run it
+
+                handle = await client.rpc("slow/1", "pipeline", 1, 3.0, target=GROUP)
+                (_, _, pid) = (
+                    await eventually(lambda: log.lines("two-start", "slow/1"), 30, "step two")
+                )[0]
+                (victim,) = [w for w in workers if w.pid == pid]
+                victim.kill()
+                assert await handle.result(timeout=60) == [2, 4, 104]
+                assert log.count("one", "slow/1") == 1  # recorded before the kill: not re-run
+                (survivor,) = [w for w in workers if w is not victim]
+                assert ("three", "slow/1", survivor.pid) in log.lines("three", "slow/1")
+        finally:
+            for w in workers:
+                w.stop()
