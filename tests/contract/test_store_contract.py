@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -621,3 +622,153 @@ async def test_sqlite_migrations_recorded_and_not_reapplied(tmp_path: Path) -> N
         await second.close()
     # Same rows, same applied_on: nothing was applied again.
     assert _migrations(tmp_path / "m.db") == recorded
+
+
+# -- SQLite group commit: operations on the loop, COMMIT (WAL write + fsync) on a thread ------
+
+
+class _Gate:
+    """Holds the SQLite committer thread before each COMMIT until ``release``."""
+
+    def __init__(self, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.batches: list[int] = []
+        commit = store._commit
+
+        def gated(batch: list[Any], outcomes: list[Any], started: float) -> None:
+            self.entered.set()
+            self.go.wait()
+            commit(batch, outcomes, started)
+
+        monkeypatch.setattr(store, "_commit", gated)
+        store.on_commit = lambda n, _seconds: self.batches.append(n)
+
+    async def held(self) -> None:
+        """Wait until a COMMIT is being held."""
+        await asyncio.get_running_loop().run_in_executor(None, self.entered.wait)
+        self.entered.clear()
+
+    def release(self) -> None:
+        self.go.set()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(f"sqlite:///{tmp_path}/g.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_sqlite_write_answers_and_shows_only_after_its_commit(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store
+    gate = _Gate(store, monkeypatch)
+    first = asyncio.create_task(insert(store, mk("first")))
+    await gate.held()
+    # The operation has run (on the loop) but its transaction is not committed: the caller
+    # is not answered and no reader sees the row, so nothing is visible before its fsync.
+    assert not first.done()
+    assert await get(store, "first") is None
+    assert await search_ids(store) == []
+    # Writes queued meanwhile wait for a later commit of their own (group commit).
+    later = [asyncio.create_task(insert(store, mk(f"later/{i}"))) for i in range(5)]
+    assert await store.read(lambda tx: tx.get_meta("nothing")) is None  # the loop is free
+    assert not any(t.done() for t in later)
+    gate.release()
+    await asyncio.gather(first, *later)
+    assert await get(store, "first") == mk("first")
+    assert sorted(await search_ids(store)) == ["first"] + [f"later/{i}" for i in range(5)]
+    assert gate.batches == [1, 5]
+
+
+async def test_sqlite_failing_op_in_a_batch_fails_alone(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store
+    gate = _Gate(store, monkeypatch)
+    hold = asyncio.create_task(insert(store, mk("hold")))
+    await gate.held()
+
+    def bad(tx: Tx) -> None:
+        tx.insert_promise(mk("bad"))
+        raise Boom("bad")
+
+    ops: list[Callable[[Tx], None]] = [
+        lambda tx: tx.insert_promise(mk("a")),
+        bad,
+        lambda tx: tx.insert_promise(mk("b")),
+        lambda tx: tx.insert_promise(mk("a")),  # a duplicate id: a constraint error
+        lambda tx: tx.insert_promise(mk("c")),
+    ]
+    batch = [asyncio.create_task(store.write(op)) for op in ops]
+    await asyncio.sleep(0)
+    gate.release()
+    await hold
+    results = await asyncio.gather(*batch, return_exceptions=True)
+    assert gate.batches == [1, 5]  # the five operations shared one transaction
+    assert results[0] is None and results[2] is None and results[4] is None
+    assert isinstance(results[1], Boom)
+    assert isinstance(results[3], sqlite3.IntegrityError)
+    assert sorted(await search_ids(store)) == ["a", "b", "c", "hold"]
+
+
+async def test_sqlite_failed_commit_fails_the_whole_batch_and_the_store_recovers(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store
+    commit = store._commit
+    failed: list[int] = []
+
+    def failing(batch: list[Any], outcomes: list[Any], started: float) -> None:
+        # As if COMMIT hit a full disk: the loop rolls back and fails every caller.
+        failed.append(len(batch))
+        monkeypatch.setattr(store, "_commit", commit)
+        store._post(store._finish, batch, [], sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(store, "_commit", failing)
+    results = await asyncio.gather(
+        *(insert(store, mk(f"lost/{i}")) for i in range(3)), return_exceptions=True
+    )
+    assert failed == [3]
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert await search_ids(store) == []
+    await insert(store, mk("after"))
+    assert await search_ids(store) == ["after"]
+
+
+async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    store = sqlite_store
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        write = asyncio.create_task(insert(store, mk("waited")))
+        await asyncio.sleep(0)
+        # The store's loop still serves reads while the write waits for the lock.
+        assert await get(store, "waited") is None
+        assert not write.done()
+        other.execute("COMMIT")
+        await write
+        assert await get(store, "waited") == mk("waited")
+    finally:
+        other.close()
+
+
+async def test_sqlite_write_from_another_event_loop(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
+
+    def elsewhere() -> str:
+        async def go() -> str:
+            await insert(store, mk("from/thread"))
+            return await store.write(lambda tx: "ok")
+
+        return asyncio.run(go())
+
+    assert await asyncio.get_running_loop().run_in_executor(None, elsewhere) == "ok"
+    assert await get(store, "from/thread") == mk("from/thread")

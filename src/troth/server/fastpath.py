@@ -28,37 +28,39 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _PREFIX: Final = "/promises/"
-_WANTED: Final = frozenset(
-    (b"idempotency-key", b"strict", b"content-length", b"task-id", b"task-counter")
-)
+#: The request headers the write routes read, by their (lowercase, as ASGI guarantees) name.
+_WANTED: Final = {
+    b"idempotency-key": "idempotency-key",
+    b"strict": "strict",
+    b"content-length": "content-length",
+    b"task-id": "task-id",
+    b"task-counter": "task-counter",
+}
+_CONTENT_TYPE: Final = (b"content-type", b"application/json")
 
 
 class _Disconnected(Exception):
     """The client went away before sending its whole body."""
 
 
-class _RawHeaders:
-    """The few request headers the write routes read, from the ASGI header list."""
-
-    __slots__ = ("_h",)
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._h: dict[str, str] = {}
-        for name, value in raw:
-            lower = name.lower()
-            if lower in _WANTED:
-                self._h[lower.decode("latin-1")] = value.decode("latin-1")
-
-    def get(self, key: str, /) -> str | None:
-        return self._h.get(key)
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The few request headers the write routes read (``.get(name)`` like Starlette's)."""
+    found: dict[str, str] = {}
+    for name, value in raw:
+        key = _WANTED.get(name)
+        if key is None and not name.islower():
+            key = _WANTED.get(name.lower())  # ASGI says lowercase; be lenient anyway
+        if key is not None:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 class FastPath:
     def __init__(
         self,
         app: ASGIApp,
-        create: Callable[[_RawHeaders, bytes], Awaitable[tuple[int, bytes]]],
-        complete: Callable[[str, _RawHeaders, bytes], Awaitable[tuple[int, bytes]]],
+        create: Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
+        complete: Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]],
         error: Callable[[TrothError], tuple[int, bytes]],
         max_body: int,
     ) -> None:
@@ -71,14 +73,16 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method = scope["method"]
-            path: str = scope["path"]
-            if method == "POST" and path == "/promises":
-                return await self._serve(scope, receive, send, None)
-            if method == "PATCH" and path.startswith(_PREFIX) and len(path) > len(_PREFIX):
-                return await self._serve(scope, receive, send, path[len(_PREFIX) :])
+            if method == "POST":
+                if scope["path"] == "/promises":
+                    return await self._serve(scope, receive, send, None)
+            elif method == "PATCH":
+                path: str = scope["path"]
+                if path.startswith(_PREFIX) and len(path) > len(_PREFIX):
+                    return await self._serve(scope, receive, send, path[len(_PREFIX) :])
         await self.app(scope, receive, send)
 
-    async def _body(self, headers: _RawHeaders, receive: Receive) -> bytes:
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise PayloadTooLarge(f"request body exceeds {self._max_body} bytes")
@@ -97,7 +101,7 @@ class FastPath:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, id: str | None) -> None:
-        headers = _RawHeaders(scope["headers"])
+        headers = _headers(scope["headers"])
         try:
             body = await self._body(headers, receive)
             if id is None:
@@ -117,10 +121,7 @@ class FastPath:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                ],
+                "headers": [_CONTENT_TYPE, (b"content-length", b"%d" % len(content))],
             }
         )
         await send({"type": "http.response.body", "body": content})

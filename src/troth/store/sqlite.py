@@ -32,6 +32,7 @@ import msgspec
 from troth.errors import StoreUnavailable, ValidationError
 from troth.model import (
     EMPTY,
+    TIMER_TAG,
     Callback,
     Lock,
     Promise,
@@ -64,6 +65,8 @@ _INSERT: Final = (
     " timeout, ikey_create, ikey_complete, tags, is_timer, created_on, completed_on)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_TRY_INSERT: Final = _INSERT + " ON CONFLICT (id) DO NOTHING"
+_STATE_TEXT: Final = {s: s.value for s in State}
 _UPDATE: Final = (
     "UPDATE promises SET state = ?, value_headers = ?, value_data = ?, ikey_complete = ?,"
     " completed_on = ? WHERE id = ?"
@@ -284,10 +287,13 @@ class SqliteTx:
     id from the set; ``reset`` empties it at every transaction start.
     """
 
-    __slots__ = ("_quiet", "c")
+    __slots__ = ("_cur", "_quiet", "c")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
+        # One cursor for the statements whose rows are not iterated (writes, single-row
+        # reads): saves creating a cursor object per statement on the hot paths.
+        self._cur = conn.cursor()
         self._quiet: set[str] = set()
 
     def reset(self) -> None:
@@ -303,56 +309,62 @@ class SqliteTx:
         self.c.execute(_WATCH, (promise_id,))
 
     def get_promise(self, id: str) -> Promise | None:
-        row = self.c.execute(_SELECT_BY_ID, (id,)).fetchone()
+        cur = self._cur
+        cur.execute(_SELECT_BY_ID, (id,))
+        row = cur.fetchone()
         return self._note(row) if row else None
 
     def insert_promise(self, p: Promise) -> None:
         self._insert(_INSERT, p)
 
     def try_insert_promise(self, p: Promise) -> bool:
-        return self._insert(_INSERT + " ON CONFLICT (id) DO NOTHING", p)
+        return self._insert(_TRY_INSERT, p)
 
     def _insert(self, sql: str, p: Promise) -> bool:
-        cur = self.c.execute(
+        # The hot path of every create: no helper calls for the (usual) empty members.
+        param, value, tags = p.param, p.value, p.tags
+        cur = self._cur
+        cur.execute(
             sql,
             (
                 p.id,
-                p.state.value,
-                _dump(p.param.headers),
-                p.param.data,
-                _dump(p.value.headers),
-                p.value.data,
+                _STATE_TEXT[p.state],
+                _dump(param.headers) if param.headers else None,
+                param.data,
+                _dump(value.headers) if value.headers else None,
+                value.data,
                 p.timeout,
                 p.idempotency_key_for_create,
                 p.idempotency_key_for_complete,
-                _dump(p.tags),
-                1 if p.is_timer else 0,
+                _dump(tags) if tags else None,
+                1 if tags and tags.get(TIMER_TAG) == "true" else 0,
                 p.created_on,
                 p.completed_on,
             ),
         )
         if cur.rowcount != 1:
             return False
-        if p.tags:
+        if tags:
             seq = cur.lastrowid
             self.c.executemany(
                 "INSERT INTO promise_tags (key, value, seq) VALUES (?, ?, ?)",
-                [(k, v, seq) for k, v in p.tags.items()],
+                [(k, v, seq) for k, v in tags.items()],
             )
         return True
 
     def _update_args(self, p: Promise) -> tuple[Any, ...]:
+        value = p.value
         return (
-            p.state.value,
-            _dump(p.value.headers),
-            p.value.data,
+            _STATE_TEXT[p.state],
+            _dump(value.headers) if value.headers else None,
+            value.data,
             p.idempotency_key_for_complete,
             p.completed_on,
             p.id,
         )
 
     def update_promise(self, p: Promise) -> None:
-        self.c.execute(_UPDATE, self._update_args(p))
+        self._cur.execute(_UPDATE, self._update_args(p))
 
     def update_promises(self, promises: Sequence[Promise]) -> None:
         self.c.executemany(_UPDATE, [self._update_args(p) for p in promises])
@@ -663,7 +675,7 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or any(h in text for h in _UNAVAILABLE_HINTS)
 
 
-_Item = tuple[Callable[[Tx], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Item = tuple[Callable[[Tx], Any], "asyncio.Future[Any]"]
 _Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 
@@ -685,8 +697,17 @@ class SqliteStore:
         self.synchronous = opts.get("synchronous", "full").upper()
         if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValidationError(f"synchronous must be full, normal or extra, got {url!r}")
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        # The write side (see "the writer" below): the loop the store was opened on owns the
+        # write connection except while a job of the committer thread uses it (``_busy``).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._tx: SqliteTx | None = None
+        self._pending: list[_Item] = []
+        self._busy = False
+        self._scheduled = False
+        self._drained: asyncio.Future[None] | None = None
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
@@ -719,28 +740,52 @@ class SqliteStore:
         if conn is None:
             conn = self._connect(readonly=True)
             self._local.conn = conn
+            self._local.tx = SqliteTx(conn)
             with self._lock:
                 self._read_conns.append(conn)
         return conn
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._writer = threading.Thread(
-            target=self._writer_main, args=(loop, ready), name="troth-sqlite-writer", daemon=True
+        self._loop = loop
+        self._committer = threading.Thread(
+            target=self._committer_main, name="troth-sqlite-commit", daemon=True
         )
-        self._writer.start()
-        await ready
+        self._committer.start()
+        try:
+            conn = await loop.run_in_executor(None, self._open_writer)
+        except BaseException as exc:
+            self._jobs.put(None)
+            raise _wrap_open_error(exc, self.path) from None
+        self._conn = conn
+        self._tx = SqliteTx(conn)
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="troth-sqlite-read")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._connect(readonly=False)
+        try:
+            self._migrate(conn)
+            # The loop never waits for another process's write lock: BEGIN fails at once
+            # and the committer thread does the waiting (``_begin_waiting``).
+            conn.execute("PRAGMA busy_timeout = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
         loop = asyncio.get_running_loop()
-        if self._writer is not None:
-            await loop.run_in_executor(None, self._writer.join)
+        if self._pending or self._busy or self._scheduled:
+            self._drained = loop.create_future()
+            await self._drained
+        self._jobs.put(None)
+        if self._committer is not None:
+            await loop.run_in_executor(None, self._committer.join)
+        if self._conn is not None:
+            self._conn.close()
         if self._readers is not None:
             self._readers.shutdown(wait=True)
         with self._lock:
@@ -783,60 +828,116 @@ class SqliteStore:
                     raise
             log.info("applied migration %04d_%s", version, name)
 
-    # -- the writer thread ---------------------------------------------------------------
+    # -- the writer ----------------------------------------------------------------------
+    #
+    # Operations run on the event loop, in the order ``write`` was called; only COMMIT (the
+    # WAL write and its fsync, with the GIL released) runs on the committer thread. A batch
+    # is everything queued when the write connection is free (up to MAX_BATCH): BEGIN
+    # IMMEDIATE and the operations on the loop, then COMMIT on the thread while the loop
+    # serves requests and queues the next batch, then one call back to the loop completes
+    # the batch's futures. SQLite publishes a WAL commit to readers only after its fsync
+    # (synchronous=FULL), so no reader ever sees a write before it is durable.
 
-    def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = self._connect(readonly=False)
-            self._migrate(conn)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, ready, _wrap_open_error(exc, self.path))
+    def _committer_main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """From the committer thread: run ``fn(*args)`` on the store's loop."""
+        assert self._loop is not None
+        # RuntimeError: that event loop is closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _start(self) -> None:
+        """On the loop: begin the next batch unless the connection is busy."""
+        self._scheduled = False
+        if self._busy or not self._pending:
             return
-        loop.call_soon_threadsafe(_settle, ready, None)
-        tx = SqliteTx(conn)
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._run_batch(conn, tx, batch)
-        conn.close()
+        conn = self._conn
+        assert conn is not None
+        batch = self._pending[:MAX_BATCH]
+        del self._pending[:MAX_BATCH]
+        started = time.perf_counter()
+        self._busy = True
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            # Another process holds the write lock: wait for it off the loop.
+            self._jobs.put(lambda: self._begin_waiting(batch, started))
+            return
+        except sqlite3.Error as exc:
+            self._finish(batch, [], exc)
+            return
+        self._run(batch, started)
+
+    def _begin_waiting(self, batch: list[_Item], started: float) -> None:
+        """On the committer thread: BEGIN IMMEDIATE, retrying for up to 5 s (busy_timeout)."""
+        conn = self._conn
+        assert conn is not None
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.002)
+                    continue
+                self._post(self._finish, batch, [], exc)
+                return
+            except sqlite3.Error as exc:
+                self._post(self._finish, batch, [], exc)
+                return
+            self._post(self._run, batch, started)
+            return
+
+    def _run(self, batch: list[_Item], started: float) -> None:
+        """On the loop, inside BEGIN IMMEDIATE: run the batch's operations, then hand the
+        COMMIT to the committer thread."""
+        conn, tx = self._conn, self._tx
+        assert conn is not None and tx is not None
+        try:
+            try:
+                outcomes = self._apply(conn, tx, batch, isolate=False)
+            except _OpRaised:
+                outcomes = self._apply(conn, tx, batch, isolate=True)
+        except sqlite3.Error as exc:
+            self._finish(batch, [], exc)
+            return
+        self._jobs.put(lambda: self._commit(batch, outcomes, started))
 
     def _apply(
         self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item], *, isolate: bool
     ) -> list[_Outcome]:
-        """Run a batch in one transaction and commit it.
+        """Run a batch inside the open transaction (not committed here).
 
         Fast path (``isolate=False``): no savepoints. Engine operations decide before they
-        write and do not raise, so this is the normal case; if one does raise, the whole
-        transaction is rolled back and ``_OpRaised`` tells the caller to re-run the batch with
-        ``isolate=True``, where each operation has its own SAVEPOINT and only the failing
-        one's changes are undone. Nothing was committed or answered before the re-run, and
-        operations are pure functions of the transaction, so running them twice is safe.
+        write and do not raise, so this is the normal case; if one does raise, everything
+        the batch did is rolled back (to the savepoint ``batch``, keeping the write lock)
+        and ``_OpRaised`` tells the caller to re-run the batch with ``isolate=True``, where
+        each operation has its own SAVEPOINT and only the failing one's changes are undone.
+        Nothing was committed or answered before the re-run, and operations are pure
+        functions of the transaction, so running them twice is safe.
         """
         outcomes: list[_Outcome] = []
         tx.reset()
-        conn.execute("BEGIN IMMEDIATE")
-        for op, _loop, fut in batch:
-            if not isolate:
+        if not isolate:
+            conn.execute("SAVEPOINT batch")
+            for op, fut in batch:
                 try:
                     outcomes.append((fut, True, op(tx)))
                 except Exception as exc:
                     if isinstance(exc, sqlite3.Error) and _is_unavailable(exc):
                         raise
-                    conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK TO batch")
                     raise _OpRaised() from None
-                continue
+            conn.execute("RELEASE batch")
+            return outcomes
+        conn.execute("RELEASE batch")
+        for op, fut in batch:
             conn.execute("SAVEPOINT op")
             try:
                 result = op(tx)
@@ -849,34 +950,44 @@ class SqliteStore:
             else:
                 conn.execute("RELEASE op")
                 outcomes.append((fut, True, result))
-        conn.execute("COMMIT")
         return outcomes
 
-    def _run_batch(self, conn: sqlite3.Connection, tx: SqliteTx, batch: list[_Item]) -> None:
-        started = time.perf_counter()
+    def _commit(self, batch: list[_Item], outcomes: list[_Outcome], started: float) -> None:
+        """On the committer thread: COMMIT (WAL write + fsync), then back to the loop."""
+        conn = self._conn
+        assert conn is not None
         try:
-            try:
-                outcomes = self._apply(conn, tx, batch, isolate=False)
-            except _OpRaised:
-                outcomes = self._apply(conn, tx, batch, isolate=True)
-            if self.on_commit is not None:
-                self.on_commit(len(batch), time.perf_counter() - started)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._post(self._finish, batch, [], exc)
+            return
+        if self.on_commit is not None:
+            try:
+                self.on_commit(len(batch), time.perf_counter() - started)
+            except Exception:
+                log.exception("on_commit observer failed")
+        self._post(self._finish, batch, outcomes, None)
+
+    def _finish(
+        self, batch: list[_Item], outcomes: list[_Outcome], exc: sqlite3.Error | None
+    ) -> None:
+        """On the loop: the batch is committed (or failed); answer it, start the next."""
+        if exc is not None:
             log.error("write transaction of %d operations failed: %s", len(batch), exc)
-            if conn.in_transaction:
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
             err = _unavailable(exc)
-            outcomes = [(fut, False, err) for _op, _loop, fut in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-        for (_op, loop, _fut), outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append(outcome)
-        for loop, items in by_loop.items():
-            # RuntimeError: that event loop is closed, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, items)
+            outcomes = [(fut, False, err) for _op, fut in batch]
+        self._busy = False
+        _deliver(outcomes)
+        if self._pending:
+            self._start()
+        elif self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     # -- the public interface ------------------------------------------------------------
 
@@ -884,16 +995,27 @@ class SqliteStore:
         if self._closed:
             raise StoreUnavailable("the store is closed (server shutting down)")
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is None:
+                raise StoreUnavailable("the store is not open")
+            # Another event loop (another thread): run the write on the store's loop.
+            done = asyncio.run_coroutine_threadsafe(self.write(op), self._loop)
+            return await asyncio.wrap_future(done)
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, loop, fut))
+        self._pending.append((op, fut))
+        if not self._busy and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start)
         return await fut
 
     def _read(self, op: Callable[[Tx], T]) -> T:
         conn = self._read_conn()
+        tx: SqliteTx = self._local.tx
+        tx.reset()
         try:
             conn.execute("BEGIN")
             try:
-                return op(SqliteTx(conn))
+                return op(tx)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -917,15 +1039,6 @@ def _deliver(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
-
-
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
 
 
 def _wrap_open_error(exc: BaseException, path: str) -> BaseException:
