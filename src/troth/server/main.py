@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 from collections.abc import Generator, Mapping
@@ -161,5 +162,10 @@ def serve(
         finally:
             await server_delivery.aclose()
 
+    # Requests allocate many short-lived objects: collect the young generation every 50,000
+    # allocations instead of 700, and keep what exists at startup out of full collections.
+    # Measured: about 10% less CPU per durable write (benchmarks/README.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
