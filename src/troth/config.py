@@ -175,9 +175,20 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def mask_url(url: str) -> str:
+    """A store URL with its password (``postgresql://user:secret@host/db``) replaced."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def mask(name: str, value: Any) -> Any:
     """``value`` with secrets replaced: passwords and tokens become ``***`` (a token's prefix
     scope and a user's name stay visible)."""
+    if name == "store" and isinstance(value, str):
+        return mask_url(value)
     option = BY_NAME.get(name)
     if option is None or not option.secret:
         return value
@@ -191,4 +202,13 @@ def mask(name: str, value: Any) -> Any:
     return masked
 
 
-__all__ = ["BY_NAME", "LOG_LEVELS", "OPTIONS", "ConfigError", "Option", "load_file", "mask"]
+__all__ = [
+    "BY_NAME",
+    "LOG_LEVELS",
+    "OPTIONS",
+    "ConfigError",
+    "Option",
+    "load_file",
+    "mask",
+    "mask_url",
+]
