@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -90,3 +91,68 @@ async def test_migrate_false_refuses_an_outdated_schema_until_migrated(schema: s
         CliRunner().invoke, main, ["migrate", "--store", pg_url(schema)]
     )
     assert "up to date" in again.output
+
+
+def _plan(conn: psycopg.Connection[Any], query: str) -> str:
+    rows = conn.execute(("EXPLAIN " + query).encode()).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_the_hot_queries_use_indexes(schema: str) -> None:
+    """With enough rows for the planner to care (and statistics), every query the engine
+    runs per request or per background round reads an index, never the whole table."""
+    PostgresStore(pg_url(schema)).migrate()
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"'.encode())
+        conn.execute(
+            "INSERT INTO promises (id, state, timeout, tags, created_on)"
+            " SELECT 'p/' || i, CASE WHEN i % 10 = 0 THEN 'PENDING' ELSE 'RESOLVED' END,"
+            ' 1000 + i, CASE WHEN i % 100 = 0 THEN \'{"team": "a"}\' END, i'
+            " FROM generate_series(1, 20000) AS i"
+        )
+        conn.execute(
+            "INSERT INTO tasks (id, type, state, recv, recv_key, root_promise_id, counter,"
+            " attempt, timeout, ready_at, created_on)"
+            " SELECT 't/' || i, 'invoke', CASE WHEN i % 10 = 0 THEN 'INIT' ELSE 'COMPLETED' END,"
+            " '{}', 'poll:g', 'p/' || i, 1, 0, 5000 + i, 100 + i, i"
+            " FROM generate_series(1, 20000) AS i"
+        )
+        conn.execute(
+            "INSERT INTO schedules (id, cron, promise_id, promise_timeout, next_run_time,"
+            " created_on) SELECT 's/' || i, '* * * * *', 'x', 1, i, 0"
+            " FROM generate_series(1, 5000) AS i"
+        )
+        conn.execute("ANALYZE")
+        plans = {
+            "get": _plan(conn, "SELECT * FROM promises WHERE id = 'p/5' FOR UPDATE"),
+            "due": _plan(
+                conn,
+                "SELECT * FROM promises WHERE state = 'PENDING' AND timeout <= 1100"
+                " ORDER BY timeout LIMIT 100 FOR UPDATE SKIP LOCKED",
+            ),
+            "prefix": _plan(
+                conn, "SELECT * FROM promises WHERE id LIKE 'p/12%' ORDER BY seq DESC LIMIT 10"
+            ),
+            "tags": _plan(
+                conn,
+                'SELECT * FROM promises WHERE tags_index @> \'{"team": "a"}\''
+                " ORDER BY seq DESC LIMIT 10",
+            ),
+            "root": _plan(
+                conn,
+                "SELECT * FROM tasks WHERE root_promise_id = 'p/7'"
+                " AND state = ANY('{ENQUEUED,CLAIMED}') FOR UPDATE",
+            ),
+            "ready": _plan(
+                conn,
+                "SELECT * FROM tasks WHERE state = 'INIT' AND ready_at <= 200"
+                " ORDER BY created_on, id LIMIT 10",
+            ),
+            "schedules": _plan(
+                conn,
+                "SELECT * FROM schedules WHERE next_run_time <= 10"
+                " ORDER BY next_run_time, id LIMIT 10 FOR UPDATE SKIP LOCKED",
+            ),
+        }
+    for name, plan in plans.items():
+        assert "Seq Scan" not in plan, f"{name}:\n{plan}"
