@@ -129,17 +129,18 @@ class UiApi:
 
 def _task(t: Any) -> dict[str, Any]:
     out: dict[str, Any] = t.to_wire()
-    out.update(
-        {
-            "processId": t.process_id,
-            "ttl": t.ttl,
-            "expiresAt": t.expires_at,
-            "readyAt": t.ready_at,
-            "attempt": t.attempt,
-            "completedOn": t.completed_on,
-            "recv": t.recv.to_wire(),
-        }
-    )
+    extra = {
+        "processId": t.process_id,
+        "ttl": t.ttl,
+        "expiresAt": t.expires_at,
+        "readyAt": t.ready_at,
+        "attempt": t.attempt,
+        "completedOn": t.completed_on,
+        "recv": t.recv.to_wire(),
+    }
+    # Absent members are omitted (as everywhere on the wire), never null: the OpenAPI Task
+    # schema types them as integer/string (found by schemathesis, tests/reliability).
+    out.update({k: v for k, v in extra.items() if v is not None})
     return out
 
 
