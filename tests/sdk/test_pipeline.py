@@ -23,6 +23,7 @@ import pytest
 
 from tests.sdk import crash_steps
 from troth import Context, Troth
+from troth.errors import AlreadyExists
 from troth.model import State
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +129,33 @@ async def test_strict_checkpoints_make_each_record_durable_before_continuing(
     async with t:
         assert await (await t.run("strict/1", wf)).result() == 2
     assert seen == [{"strict/1.1": "RESOLVED"}]
+
+
+async def test_a_new_execution_whose_id_is_taken_meanwhile_completes_nothing(
+    tmp_path: Path,
+) -> None:
+    """``run`` reads that the id is free, then starts the function while its create
+    commits; if something else took the id in between, the create is refused and the
+    function's result must not complete that other promise."""
+    t = Troth(db_url(tmp_path))
+
+    @t.register
+    async def wf(ctx: Context) -> int:
+        return int(await ctx.run(add, 1, 1))
+
+    async with t:
+        assert t._engine is not None
+        await t._engine.create_promise("taken", 2**62)  # no idempotency key: not an SDK's
+
+        async def free(id: str) -> None:  # the read happened before the id was taken
+            return None
+
+        t.backend.find = free  # type: ignore[method-assign]
+        with pytest.raises(AlreadyExists):
+            await t.run("taken", wf)
+        await asyncio.sleep(0.05)
+        p = await t._engine.get_promise("taken")
+    assert p.state is State.PENDING
 
 
 def test_checkpoints_must_be_known() -> None:

@@ -54,7 +54,9 @@ class Op(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     replayed later sees the times its first run saw (``ctx.now()``).
     ``brief``: answer only the status (and the promise when it differs from the request).
     ``watch`` (``POST /sdk/batch`` only, with ``session``): send the promise on the results
-    stream ``session`` once it is completed; answered after the batch's writes.
+    stream ``session`` once it is completed; answered after the batch's writes. ``owned``
+    (complete only): complete the promise only if it was created with its id as idempotency
+    key (by an SDK create), else 409 — for a completion queued before its create's answer.
     """
 
     kind: OpKind
@@ -68,6 +70,7 @@ class Op(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     fence: Fence | None = None
     brief: bool = False
     session: str | None = None
+    owned: bool = False
 
 
 class OpResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -198,7 +201,11 @@ def _answer(op: Op, status: int, p: Promise, *, same: bool) -> OpResult:
 def _one(tx: Tx, op: Op, now: int, invoke: tuple[Recv, int] | None, out: _Applied) -> OpResult:
     if op.kind == "complete":
         assert op.state is not None
-        d = rules.decide_complete(tx.get_promise(op.id), op.state, op.value, op.id, False, now)
+        stored = tx.get_promise(op.id)
+        if op.owned and stored is not None and stored.idempotency_key_for_create != op.id:
+            msg = f"promise {op.id!r} was not created by this execution; not completed"
+            return OpResult(status=409, code=rules.EXISTS_CODE, message=msg)
+        d = rules.decide_complete(stored, op.state, op.value, op.id, False, now)
         if d.write is not None:
             tx.update_promise(d.write)
             out.writes.append(d.write)

@@ -488,6 +488,13 @@ class Troth:
         self._start_local(root, fresh=fut)
         try:
             _checked(await asyncio.shield(fut))
+        except BaseException:
+            # Not created (the id was taken meanwhile, or the store failed): the execution
+            # that started with it stops here; steps it ran are as after a crash.
+            task = self._running.get(id)
+            if task is not None and self._creating.get(id) is fut:
+                task.cancel()
+            raise
         finally:
             if self._creating.get(id) is fut:
                 del self._creating[id]
@@ -789,13 +796,20 @@ class Execution:
     async def _finish(self, id: str, state: State, value: Value) -> Promise:
         """Complete the root: durable only after every write of the execution before it
         (the pipeline is ordered), and only if this runtime's create of it (if any) held."""
-        op = Op(kind="complete", id=id, state=state, value=value, fence=self.wire_fence)
+        # A new root runs while its create commits (in this batch or an earlier one): its
+        # completion applies only to a promise an SDK created (``owned``), in case the
+        # create was refused because the id was taken meanwhile by something else.
+        owned = self.created is not None and id == self.root.id
+        op = Op(
+            kind="complete", id=id, state=state, value=value, fence=self.wire_fence, owned=owned
+        )
         fut = self.t.submit(op)
         if self.created is not None:
-            # A new root runs while its create commits (in this batch or an earlier one);
-            # if the create was refused (the id was taken meanwhile, not by an execution),
-            # the completion must not have been ours to make.
-            created = await asyncio.shield(self.created)
+            try:
+                created = await asyncio.shield(self.created)
+            except Exception as exc:
+                fut.add_done_callback(_retrieve)
+                raise SdkError(f"execution {id!r} was not created: {exc}") from exc
             if created.status >= 400:
                 fut.add_done_callback(_retrieve)
                 raise SdkError(f"execution {id!r} was not created: {created.message}")

@@ -65,6 +65,11 @@ def sdk_components() -> dict[str, Any]:
                     "the stored promise is the one the op describes.",
                 },
                 "session": {"type": "string", "description": "watch: the results stream."},
+                "owned": {
+                    "type": "boolean",
+                    "description": "complete: only if the promise was created with its id "
+                    "as idempotency key (else 409).",
+                },
             },
         },
         "SdkBatchBody": {
