@@ -696,9 +696,10 @@ def serve(ctx: click.Context, /, config_file: str | None, **values: Any) -> None
 @click.option(
     "--store",
     envvar="TROTH_STORE",
+    show_envvar=True,
     default="sqlite:///troth.db",
     show_default=True,
-    help="The database to migrate (env TROTH_STORE).",
+    help="The database to migrate.",
 )
 def migrate(store: str) -> None:
     """Apply pending database migrations, then exit.

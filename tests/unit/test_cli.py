@@ -83,6 +83,7 @@ def test_commands_are_the_documented_set() -> None:
     names = {name for name, _ in all_commands()}
     assert names == {
         "serve",
+        "migrate",
         "config",
         "config show",
         "invoke",
