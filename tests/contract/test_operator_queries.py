@@ -3,23 +3,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.contract.test_task_store_contract import NOW, POLL, task
 from troth.model import Callback, Promise, State, TaskState
 from troth.store.base import Store
-
-
-@pytest.fixture(autouse=True)
-def _implemented(store: Store) -> None:
-    # The PostgreSQL store is being written alongside these queries; it runs this suite as
-    # soon as it has them.
-    tx_type = type(store).__module__
-    if tx_type.endswith("postgres"):
-        import troth.store.postgres as pg
-
-        if not any(hasattr(v, "count_pending_promises") for v in vars(pg).values()):
-            pytest.skip("PostgresStore has no operator queries yet")
 
 
 def promise(id: str, state: State = State.PENDING, timeout: int = NOW + 60_000) -> Promise:
