@@ -123,6 +123,10 @@ async def test_scoped_token_only_touches_its_prefix(tok: httpx.AsyncClient) -> N
     claim = {"id": "__invoke:tenant-b/1", "counter": 1, "processId": "p", "ttl": 1000}
     assert_error(await tok.post("/tasks/claim", json=claim, headers=h), 403, "'tenant-b/1'")
     assert_error(await tok.get("/tasks/claim/__invoke:tenant-b/1/1", headers=h), 403)
+    # heartbeats name a process, not ids: allowed
+    beat = await tok.post("/tasks/heartbeat", json={"processId": "worker-9"}, headers=h)
+    assert beat.status_code == 200, beat.text
+    assert (await tok.get("/tasks/heartbeat/worker-9/1", headers=h)).status_code == 200
     pt = {"promise": {"id": "tenant-b/9", "timeout": FAR}, "task": {"processId": "p", "ttl": 1}}
     assert_error(await tok.post("/promises/task", json=pt, headers=h), 403)
     cb = {"rootPromiseId": "tenant-b/2", "timeout": FAR}

@@ -172,7 +172,8 @@ _PATH_IDS: Final = (
     "/promises/",
     "/schedules/",
 )
-_PATH_TASKS: Final = ("/tasks/claim/", "/tasks/complete/", "/tasks/drop/", "/tasks/heartbeat/")
+# (``GET /tasks/heartbeat/{rest}`` renews the leases of a process: it names no task.)
+_PATH_TASKS: Final = ("/tasks/claim/", "/tasks/complete/", "/tasks/drop/")
 
 
 def needs_body(method: str, path: str) -> bool:
