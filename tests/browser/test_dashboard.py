@@ -186,3 +186,20 @@ def test_wrong_token_is_refused(server: ServerProcess, page: Page) -> None:
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#login-why")).to_have_text("invalid bearer token")
     expect(page.locator("#promise-rows tr")).to_have_count(0)
+
+
+def test_basic_auth_sign_in(tmp_path: Path, page: Page) -> None:
+    args = ("--auth", "basic", "--auth-user", "ops:pa55:word")
+    with running_server(f"sqlite:///{tmp_path}/basic.db", extra_args=args) as srv:
+        with Client(srv.url, user="ops:pa55:word") as c:
+            c.create_promise("approvals/7", MAX_TIMEOUT, param=b"ship it?")
+        page.goto(f"{srv.url}/ui#/promise/approvals%2F7")
+        expect(page.locator("#login-token-row")).to_be_hidden()  # the server asks for basic
+        page.fill("#login-user", "ops")
+        page.fill("#login-password", "pa55:word")
+        page.click("#login-submit")
+        expect(page.locator("#detail-param")).to_have_text("ship it?")
+        page.click("#cancel")
+        expect(page.locator("#detail-state")).to_have_text("REJECTED_CANCELED")
+        with Client(srv.url, user="ops:pa55:word") as c:
+            assert c.get_promise("approvals/7").state.value == "REJECTED_CANCELED"
