@@ -188,6 +188,10 @@ def _write_headers(
     out = dict(headers or {})
     if _content_type_missing(out):
         out["Content-Type"] = "application/json"
+    for name, text in (("Idempotency-Key", idempotency_key), ("Task-Id", fence and fence[0])):
+        # HTTP header values are ASCII here (httpx refuses others with UnicodeEncodeError).
+        if text is not None and not (text.isascii() and text.isprintable()):
+            raise ValidationError(f"{name} must be printable ASCII, got {text!r}")
     if idempotency_key is not None:
         out["Idempotency-Key"] = idempotency_key
     if strict:

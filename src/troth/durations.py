@@ -23,4 +23,6 @@ def parse_duration_ms(text: str) -> int:
         pos = m.end()
     if not raw or pos != len(raw):
         raise ValueError(f"{text!r} is not a duration like 1500 (ms), 250ms, 30s, 5m, 1h, 1m30s")
+    if total >= 2**63:  # also infinity: float('9' * 400) overflows
+        raise ValueError(f"{text!r} is too long a duration")
     return int(total)

@@ -13,6 +13,8 @@ import msgspec
 
 TIMER_TAG: Final = "resonate:timeout"
 MAX_TIMEOUT: Final = 2**63 - 1
+#: Longest lease (``ttl``, ms): ``now + ttl`` must fit a signed 64-bit integer in storage.
+MAX_TTL: Final = 2**62
 
 
 class State(enum.StrEnum):

@@ -43,6 +43,7 @@ from troth.model import (
     COMPLETIONS,
     EMPTY,
     MAX_TIMEOUT,
+    MAX_TTL,
     Promise,
     SearchPage,
     State,
@@ -298,8 +299,8 @@ class Engine(TaskOps, ScheduleOps):
         ``process_id`` for ``ttl`` ms. A deduplicated create returns no task."""
         if not process_id:
             raise _field_error("processId must not be empty", "$.task.processId")
-        if ttl < 0:
-            raise _field_error("ttl must be at least 0", "$.task.ttl")
+        if not 0 <= ttl <= MAX_TTL:
+            raise _field_error("ttl must be from 0 to 2^62 ms", "$.task.ttl")
         out = await self._create(id, timeout, param, tags, ikey, strict, None, (process_id, ttl))
         assert out.decision is not None and out.decision.promise is not None
         return out.decision.promise, out.task

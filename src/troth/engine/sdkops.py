@@ -27,7 +27,17 @@ from troth import rules, task_rules
 from troth.engine import effects
 from troth.engine.taskops import Claimed
 from troth.errors import TrothError, ValidationError
-from troth.model import COMPLETIONS, EMPTY, MAX_TIMEOUT, Promise, Recv, State, Task, Value
+from troth.model import (
+    COMPLETIONS,
+    EMPTY,
+    MAX_TIMEOUT,
+    MAX_TTL,
+    Promise,
+    Recv,
+    State,
+    Task,
+    Value,
+)
 from troth.store.base import Tx
 
 if TYPE_CHECKING:
@@ -321,8 +331,8 @@ async def claim_tasks(
     per task the answer ``POST /tasks/claim`` would give."""
     if not process_id:
         raise _bad("processId must not be empty", "$.processId")
-    if ttl < 0:
-        raise _bad("ttl must be at least 0", "$.ttl")
+    if not 0 <= ttl <= MAX_TTL:
+        raise _bad("ttl must be from 0 to 2^62 ms", "$.ttl")
     if len(refs) > MAX_OPS:
         raise _bad(f"at most {MAX_OPS} claims per batch", "$.tasks")
     clock = engine.clock

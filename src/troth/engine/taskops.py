@@ -16,7 +16,7 @@ from troth.clock import Clock
 from troth.engine import effects
 from troth.engine.dispatch import Dispatcher
 from troth.errors import FencingFailed, Forbidden, NotFound, TrothError, ValidationError
-from troth.model import Callback, Lock, Promise, Task
+from troth.model import MAX_TTL, Callback, Lock, Promise, Task
 from troth.recv import DEFAULT_RECEIVERS, parse_recv
 from troth.store.base import Store, Tx
 
@@ -30,9 +30,9 @@ def _need(value: str, field: str) -> None:
 
 
 def _need_ms(value: int, field: str) -> None:
-    if value < 0:
+    if not 0 <= value <= MAX_TTL:
         raise ValidationError(
-            f"{field} must be at least 0 - at {field}", details=[{"field": field}]
+            f"{field} must be from 0 to 2^62 ms - at {field}", details=[{"field": field}]
         )
 
 
