@@ -129,7 +129,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, access_log: bool = False) -> None:
+        self.access_log = access_log
         self.db = workdir / "troth.db"
         self.log = workdir / "server.log"
         self.port = free_port()
@@ -144,7 +145,11 @@ class Server:
         exe = Path(sys.executable).parent / "troth"
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "troth"]
         host = ["--host", "127.0.0.1", "--port", str(self.port)]
-        return [*base, "serve", *host, "--store", self.store_url]
+        # The access log (one line per request to the server's stderr) is off unless asked
+        # for: it costs every request the same (ping included), so it would only dilute the
+        # write/ping comparison and measure the log file instead.
+        log = [] if self.access_log else ["--no-access-log"]
+        return [*base, "serve", *host, *log, "--store", self.store_url]
 
     @property
     def pid(self) -> int:
@@ -264,7 +269,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.server = Server(workdir)
+        self.server = Server(workdir, access_log=args.access_log)
         self.run_nonce = os.urandom(3).hex()
         self.seq = 0
         self.runs: list[Run] = []
@@ -681,7 +686,8 @@ def render(bench: Bench, command: str, started: dt.datetime, failure: str | None
         f"- software: Python {m['python']}, SQLite {m['sqlite']}, {m['wrk']}",
         "- server: one `troth serve` process (uvicorn, uvloop, httptools), fresh SQLite file in"
         " a temp dir, WAL, `synchronous=FULL` (the default: every acknowledged write is"
-        " fsynced, with group commit)",
+        " fsynced, with group commit)"
+        + ("; access log on" if bench.args.access_log else "; `--no-access-log`"),
         f"- load: wrk, {bench.args.duration:g} s per run, `--timeout {WRK_TIMEOUT}`, -t 1 below"
         " 16 connections, else -t 2; server and wrk share the CPUs, nothing pinned",
         "",
@@ -758,6 +764,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each run, wait up to this many s for other processes to go idle (10)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (db, log, id files)")
+    p.add_argument(
+        "--access-log", action="store_true", help="run the server with its access log on"
+    )
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
