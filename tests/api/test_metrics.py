@@ -194,3 +194,22 @@ def test_route_templates_bound_label_values() -> None:
     assert route_template("GET", "/poll/g/w1") == "/poll/{group}/{id}"
     assert route_template("GET", "/schedules/s") == "/schedules/{id}"
     assert route_template("GET", "/favicon.ico") == "unmatched"
+
+
+async def test_a_client_gone_before_the_answer_counts_as_499(engine: Engine) -> None:
+    app = create_app(engine, manage=False)
+    stack = app.build_middleware_stack()
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/promises", "headers": [],
+             "query_string": b""}  # fmt: skip
+    await stack(scope, receive, send)
+    assert sent == []  # nobody to answer
+    metrics: Metrics = app.state.metrics
+    assert metrics.requests[("POST", "/promises", 499)].count == 1

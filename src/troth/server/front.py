@@ -97,7 +97,7 @@ class Front:
                 request_id = value[:_MAX_REQUEST_ID]
         if request_id is None:
             request_id = f"{self._id_prefix}-{next(self._ids)}".encode()
-        status = 500
+        status = 0  # no response yet
         rid_header = (b"x-request-id", request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -114,7 +114,13 @@ class Front:
         except AuthFailed as exc:
             status = exc.status
             await self._refuse(exc, scope, send_with_id)
+        except Exception:
+            if status == 0:
+                status = 500
+            raise
         finally:
+            if status == 0:
+                status = 499  # the client went away before an answer (nginx's code)
             elapsed = _perf() - start
             method: str = scope["method"]
             path: str = scope["path"]
