@@ -161,3 +161,10 @@ def test_serve_writes_json_lines(tmp_path: Path) -> None:
     assert access[0]["route"] == "/promises" and isinstance(access[0]["ms"], float)
     assert any(x["logger"].startswith("uvicorn") for x in lines)  # uvicorn's lines too
     assert "not-logged" not in log.read_text()
+
+
+def test_only_loopback_listeners_go_without_a_warning() -> None:
+    from troth.server.main import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("localhost") and _loopback("::1")
+    assert not _loopback("0.0.0.0") and not _loopback("10.1.2.3") and not _loopback("example")
