@@ -11,7 +11,10 @@ The workflow (the same on every system)::
         return await step(add, y, 2)
 
 1. **troth embedded**: ``Troth("sqlite:///<tmp>/troth.db")`` (defaults: WAL,
-   ``synchronous=FULL``), ``await troth.run(id, wf, x)`` then ``await handle.result()``.
+   ``synchronous=FULL``, ``checkpoints="pipelined"``), ``await troth.run(id, wf, x)`` then
+   ``await handle.result()``; and the same with ``checkpoints="strict"`` (every step record
+   durable before the workflow goes on, as DBOS checkpoints), rows "troth embedded
+   (strict)" (``--checkpoints`` chooses the modes).
 2. **DBOS** (``pip install dbos``, not a project dependency): SQLite system database in a temp
    dir, switched to WAL before ``DBOS.launch()`` (DBOS leaves SQLite's journal mode alone;
    ``synchronous`` stays SQLite's default FULL), ``await DBOS.start_workflow_async(wf, x)``
@@ -183,7 +186,8 @@ async def child_troth(args: argparse.Namespace) -> tuple[list[Phase], list[str]]
     from troth import Context, Troth
 
     db = Path(args.workdir) / "troth.db"
-    troth = Troth(f"sqlite:///{db}")
+    troth = Troth(f"sqlite:///{db}", checkpoints=args.mode)
+    system = "troth embedded" if args.mode == "pipelined" else f"troth embedded ({args.mode})"
 
     @troth.register
     async def wf(ctx: Context, x: int) -> int:
@@ -200,7 +204,7 @@ async def child_troth(args: argparse.Namespace) -> tuple[list[Phase], list[str]]
     async with troth:
         for c in args.concurrency:
             p = await measure(
-                "troth embedded",
+                system,
                 one,
                 f"e{c}/",
                 args,
@@ -221,7 +225,7 @@ async def child_troth(args: argparse.Namespace) -> tuple[list[Phase], list[str]]
             )
             ok = rows == {"RESOLVED": expect}
             checks.append(
-                f"{'OK' if ok else 'FAILED'}: troth embedded c={c}: promises {rows}"
+                f"{'OK' if ok else 'FAILED'}: {system} c={c}: promises {rows}"
                 f" (expected {expect:,} RESOLVED: {args.n + args.warmup:,} workflows + 2 steps"
                 " each)"
             )
@@ -318,6 +322,7 @@ def run_child(kind: str, args: argparse.Namespace, workdir: Path, spy: list[str]
     cmd = [sys.executable, SELF, "--child", kind, "--workdir", str(workdir), "--json", str(out)]
     cmd += ["--n", str(args.n), "--warmup", str(args.warmup), "--quiet-wait"]
     cmd += [str(args.quiet_wait), "--concurrency", ",".join(map(str, args.concurrency))]
+    cmd += ["--mode", args.mode]
     r = subprocess.run([*spy, *cmd], cwd=HERE.parent)
     if r.returncode != 0:
         raise BenchError(f"{kind} child failed with exit code {r.returncode}")
@@ -544,13 +549,18 @@ def version(dist: str) -> str:
         return "not installed"
 
 
+def cpu_ms_per_wf(p: Phase) -> float:
+    """CPU time of every process of the system (client included) per workflow, ms."""
+    return sum(p.cpu.values()) / 100 / p.wf_per_s * 1000
+
+
 def row(p: Phase) -> str:
     cpu = ", ".join(f"{k} {v:.0f}%" for k, v in p.cpu.items())
     conc = "1 (sequential)" if p.concurrency == 1 else str(p.concurrency)
     return (
         f"| {p.system} | {p.note or '-'} | {conc} | {p.n:,} | {p.wf_per_s:,.0f} |"
         f" {p.steps_per_s:,.0f} | {pct(p.latencies_ms, 50):.2f} | {pct(p.latencies_ms, 99):.2f} |"
-        f" {cpu} | {p.machine_pct:.0f}% |"
+        f" {cpu} | {cpu_ms_per_wf(p):.2f} | {p.machine_pct:.0f}% |"
     )
 
 
@@ -606,8 +616,11 @@ def render(
         "- workflow: `y = step(add, x, 1); return step(add, y, 2)`, `add` an `async def` (no"
         " I/O); troth `ctx.run`, DBOS `@DBOS.step()` in a `@DBOS.workflow()`",
         '- troth embedded: `Troth("sqlite:///<tmp>/troth.db")`, defaults (WAL,'
-        " `synchronous=FULL`, group commit); `await troth.run(id, wf, x)` →"
-        " `await handle.result()`",
+        ' `synchronous=FULL`, group commit, `checkpoints="pipelined"`: a step\'s record is'
+        " durable before the workflow's result, not before the next step — docs/sdk.md,"
+        ' Durability); `await troth.run(id, wf, x)` → `await handle.result()`. "troth'
+        ' embedded (strict)": `checkpoints="strict"`, every step record durable before the'
+        " workflow continues, as DBOS does",
         '- DBOS: `DBOS(config={name, system_database_url: "sqlite:///<tmp>/dbos.sqlite"})`,'
         " the file switched to WAL before launch, `synchronous` left at SQLite's FULL;"
         " `SetWorkflowID(id)` + `await DBOS.start_workflow_async(wf, x)` →"
@@ -622,15 +635,16 @@ def render(
         "## Results",
         "",
         "| system | setup | concurrency | workflows | workflows/s | steps/s | p50 ms | p99 ms"
-        " | CPU (% of one core) | machine CPU |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        " | CPU (% of one core) | CPU ms/workflow | machine CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
         *(row(p) for p in phases),
         "",
         "steps/s = 2 × workflows/s. Latency: from the call that starts a workflow to its result."
         " CPU over the timed window: `process` = the child process running that system"
         " (all threads); server rows: the `troth serve` process, all worker processes"
-        f" together, and the client (this script's process). machine = /proc/stat, max"
-        f" {NCPU * 100}%.",
+        " together, and the client (this script's process). CPU ms/workflow: the sum of"
+        " those over workflows/s — the cost of a workflow, less sensitive than throughput to"
+        f" other load on the machine. machine = /proc/stat, max {NCPU * 100}%.",
         "",
     ]
     others = [
@@ -662,6 +676,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=ints, default=[1, 16, 64], help="embedded and DBOS")
     p.add_argument("--workers", type=ints, default=[2, 3, 4], help="server: worker processes")
     p.add_argument("--systems", default="troth,dbos,server", help="which parts to run")
+    p.add_argument(
+        "--checkpoints",
+        default="pipelined,strict",
+        help="troth embedded: the checkpoint modes to run (pipelined is the default mode)",
+    )
+    p.add_argument("--mode", default="pipelined", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(HERE / "results" / "sdk.md"))
     p.add_argument("--profile", metavar="DIR", help="extra profiled runs (py-spy), raw in DIR")
     p.add_argument("--quiet-wait", type=float, default=60.0)
@@ -688,12 +708,14 @@ def main(argv: list[str] | None = None) -> int:
     failure: str | None = None
     workdir = Path(tempfile.mkdtemp(prefix="troth-sdk-bench-"))
     try:
-        for kind in ("troth", "dbos"):
+        runs = [("troth", m) for m in args.checkpoints.split(",") if m] + [("dbos", "-")]
+        for kind, mode in runs:
             if kind in systems:
-                d = workdir / kind
+                d = workdir / f"{kind}-{mode}"
                 d.mkdir()
-                print(f"{kind}: {args.n} workflows per row", flush=True)
-                res = run_child(kind, args, d, [])
+                print(f"{kind} {mode}: {args.n} workflows per row", flush=True)
+                sub = argparse.Namespace(**{**vars(args), "mode": mode})
+                res = run_child(kind, sub, d, [])
                 phases += [Phase.from_json(p) for p in res["phases"]]
                 checks += res["checks"]
         best = args.workers[0]
