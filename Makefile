@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint types unit bench clean chromium
+.PHONY: serve test lint types unit bench clean chromium reliability
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,11 +18,12 @@ serve: $(STAMP)
 	$(BIN)/troth serve --host 127.0.0.1 --port 8001 --store sqlite:///troth.db
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples tools
+	$(BIN)/ruff format --check src tests benchmarks examples tools
 
 types: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
 
 unit: $(STAMP) chromium
 	$(BIN)/pytest -q
@@ -39,3 +40,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The long versions of tests/reliability (docs/reliability.md); CI runs the short ones.
+# PostgreSQL runs use TROTH_TEST_PG (default: the test database on 127.0.0.1:5432).
+RELIABILITY_PG ?= $(or $(TROTH_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+reliability: $(STAMP)
+	$(BIN)/python -m tools.linearize run --store sqlite:///$$(mktemp -d)/lin.db --clients 16 --ops 20000
+	$(BIN)/python -m tools.linearize run --store '$(RELIABILITY_PG)?schema=troth_rel_lin_'$$$$ --processes 3 --clients 18 --ops 20000
+	$(BIN)/python -m tools.crash --cycles 30
+	$(BIN)/python -m tools.crash --cycles 10 --store '$(RELIABILITY_PG)?schema=troth_rel_crash_'$$$$
+	TROTH_FUZZ_EXAMPLES=200 $(BIN)/pytest -q -p no:cacheprovider tests/reliability/test_schemathesis.py tests/reliability/test_fuzz_wire.py
+	$(BIN)/python -m tools.soak --minutes 5 --out benchmarks/results/soak.md
+	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
