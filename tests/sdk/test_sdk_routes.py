@@ -220,3 +220,40 @@ async def test_a_watched_promise_that_times_out_is_sent(engine: Engine, clock: F
     message = await asyncio.wait_for(session.queue.get(), 5)
     assert message is not None
     assert msgspec.json.decode(message)["promises"][0]["state"] == "REJECTED_TIMEDOUT"
+
+
+async def test_against_a_server_without_the_sdk_routes_writes_go_one_by_one(
+    engine: Engine,
+) -> None:
+    """An older server (or a token scoped to an id prefix, which may not use /sdk/*): the
+    SDK's batches and claims fall back to the single-promise and task routes."""
+    from starlette.routing import Route
+
+    from troth.client import AsyncClient
+    from troth.sdk.backend import ClientBackend
+    from troth.server import create_app
+
+    app = create_app(engine, manage=False)
+    app.router.routes = [
+        r for r in app.router.routes if not (isinstance(r, Route) and r.path.startswith("/sdk"))
+    ]
+    client = AsyncClient("http://troth", transport=httpx.ASGITransport(app=app))
+    backend = ClientBackend(client)
+    tags = {"resonate:invoke": "poll://any@w"}
+    results = await backend.batch(
+        [
+            Op(kind="create", id="old", timeout=FAR, tags=tags),
+            Op(
+                kind="record", id="old.1", timeout=FAR, state=State.RESOLVED, value=Value(data=b"1")
+            ),
+            Op(kind="complete", id="nope", state=State.RESOLVED),
+            Op(kind="watch", id="old", session="s"),
+        ]
+    )
+    assert backend.classic
+    assert [r.status for r in results] == [201, 201, 404, 501]
+    assert results[1].promise is not None and results[1].promise.state is State.RESOLVED
+    [claim] = await backend.claim([ClaimRef("__invoke:old", 1)], "p", 1000)
+    claimed = claim.claimed()
+    assert claimed.root.id == "old" and claimed.task.counter == 1
+    await client.close()

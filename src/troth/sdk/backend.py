@@ -18,7 +18,7 @@ from troth.client import AsyncClient, _Call, _connection_failed, _raise_for_stat
 from troth.engine import Engine
 from troth.engine.sdkops import ClaimRef, ClaimResult, Op, OpResult, apply_ops
 from troth.errors import NotFound, TrothError
-from troth.model import Promise, Schedule, State, Value
+from troth.model import Promise, Recv, Schedule, State, Task, TaskState, Value
 from troth.transport import LeanTransport
 
 Fence = tuple[str, int]
@@ -222,6 +222,9 @@ class ClientBackend:
         self.client = client
         self._batch = _RawPost(client, "/sdk/batch")
         self._claim = _RawPost(client, "/sdk/claim")
+        #: The server has no SDK routes (an older troth, or a token scoped to an id prefix,
+        #: which may not use them): one request per write, as before them.
+        self.classic = False
 
     async def create(
         self,
@@ -270,14 +273,72 @@ class ClientBackend:
         ]
 
     async def batch(self, ops: list[Op]) -> list[OpResult]:
-        results = _batch_answer.decode(await self._batch(_encode(_BatchBody(ops)))).results
-        if len(results) != len(ops):
-            raise TrothError(f"/sdk/batch answered {len(results)} results for {len(ops)} ops")
-        return results
+        if not self.classic:
+            try:
+                answer = await self._batch(_encode(_BatchBody(ops)))
+            except TrothError as exc:
+                if not _no_sdk_routes(exc):
+                    raise
+                self.classic = True
+            else:
+                results = _batch_answer.decode(answer).results
+                if len(results) != len(ops):
+                    raise TrothError(f"/sdk/batch answered {len(results)} results for {len(ops)}")
+                return results
+        return [await self._one(op) for op in ops]
+
+    async def _one(self, op: Op) -> OpResult:
+        """``op`` through the single-promise routes (``at`` cannot be honoured there)."""
+        fence = None if op.fence is None else (op.fence.id, op.fence.counter)
+        if op.kind == "watch":
+            return OpResult(status=501, code=50100, message="no results stream")
+        try:
+            if op.kind in ("create", "record"):
+                p = await self.create(
+                    op.id, op.timeout, param=op.param, tags=op.tags or {}, fence=fence
+                )
+                if op.kind == "create" or p.state is not State.PENDING:
+                    return OpResult(status=201, promise=p)
+            assert op.state is not None
+            p = await self.complete(op.id, op.state, op.value, fence=fence)
+            return OpResult(status=201, promise=p)
+        except TrothError as exc:
+            return OpResult(status=exc.status, code=exc.code, message=exc.message)
 
     async def claim(self, refs: list[ClaimRef], process_id: str, ttl: int) -> list[ClaimResult]:
-        body = _encode(_ClaimBody(refs, process_id, ttl))
-        return _claim_answer.decode(await self._claim(body)).results
+        if not self.classic:
+            try:
+                answer = await self._claim(_encode(_ClaimBody(refs, process_id, ttl)))
+            except TrothError as exc:
+                if not _no_sdk_routes(exc):
+                    raise
+                self.classic = True
+            else:
+                return _claim_answer.decode(answer).results
+        out = []
+        for ref in refs:
+            try:
+                c = await self.client.claim_task(
+                    ref.id, ref.counter, process_id=process_id, ttl=ttl
+                )
+            except TrothError as exc:
+                out.append(ClaimResult(status=exc.status, code=exc.code, message=exc.message))
+                continue
+            task = Task(
+                id=ref.id,
+                type=c.type,
+                state=TaskState.CLAIMED,
+                recv=Recv(type="poll"),
+                root_promise_id=c.root.id,
+                leaf_promise_id=None if c.leaf is None else c.leaf.id,
+                counter=ref.counter,
+                process_id=process_id,
+                ttl=ttl,
+                timeout=c.root.timeout,
+                created_on=0,
+            )
+            out.append(ClaimResult(status=201, task=task, root=c.root, leaf=c.leaf))
+        return out
 
     async def find(self, id: str) -> Promise | None:
         try:
@@ -337,6 +398,12 @@ class _ClaimAnswer(msgspec.Struct):
 _encode = msgspec.json.encode
 _batch_answer = msgspec.json.Decoder(_BatchAnswer)
 _claim_answer = msgspec.json.Decoder(_ClaimAnswer)
+
+
+def _no_sdk_routes(exc: TrothError) -> bool:
+    """The server answered that it has no such route (404/405 from routing) or that this
+    client may not use it (403 for a token scoped to an id prefix)."""
+    return exc.code in (40400, 40500, 40300) and "sdk" in exc.message
 
 
 async def _children(search: Search, id: str) -> dict[str, Promise]:

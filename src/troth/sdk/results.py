@@ -115,7 +115,7 @@ class RemoteResults:
                 async with client._http.stream(
                     "GET", path, headers=headers, timeout=timeout
                 ) as response:
-                    if response.status_code in (404, 405):
+                    if response.status_code in (403, 404, 405):
                         self.unsupported = True  # an older server: long polls it is
                         self.connected.set()
                         return
