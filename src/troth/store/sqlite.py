@@ -125,6 +125,13 @@ _UPDATES: Final = _NullsInline(
         + " WHERE id = ?"
     )
 )
+_UPDATES_BY_SEQ: Final = _NullsInline(
+    lambda nulls: (
+        "UPDATE promises SET "
+        + ", ".join(f"{c} = {m}" for c, m in zip(_UPDATE_COLUMNS, _marks(nulls[:-1]), strict=True))
+        + " WHERE seq = ?"
+    )
+)
 _STATE_FILTERS: Final = {
     "pending": "(state = 'PENDING' AND timeout > :now)",
     "resolved": "(state = 'RESOLVED' OR (state = 'PENDING' AND timeout <= :now AND is_timer = 1))",
@@ -338,10 +345,12 @@ class SqliteTx:
     ``_quiet`` holds ids of promises read in this transaction whose ``watched`` flag was 0:
     they have no callbacks and root no task, so ``take_callbacks`` and ``tasks_of_root`` can
     answer ``[]`` without a query. Inserting a callback or a task sets the flag and drops the
-    id from the set; ``reset`` empties it at every transaction start.
+    id from the set; ``reset`` empties it at every transaction start. ``_seqs`` remembers the
+    rowid of each promise ``get_promise`` found, so that updating it (a completion reads, then
+    updates) finds the row by rowid instead of searching the id index again.
     """
 
-    __slots__ = ("_cur", "_quiet", "c")
+    __slots__ = ("_cur", "_quiet", "_seqs", "c")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
@@ -349,9 +358,11 @@ class SqliteTx:
         # reads): saves creating a cursor object per statement on the hot paths.
         self._cur = conn.cursor()
         self._quiet: set[str] = set()
+        self._seqs: dict[str, int] = {}
 
     def reset(self) -> None:
         self._quiet.clear()
+        self._seqs.clear()
 
     def _note(self, row: tuple[Any, ...]) -> Promise:
         if not row[13]:
@@ -366,7 +377,10 @@ class SqliteTx:
         cur = self._cur
         cur.execute(_SELECT_BY_ID, (id,))
         row = cur.fetchone()
-        return self._note(row) if row else None
+        if row is None:
+            return None
+        self._seqs[id] = row[0]
+        return self._note(row)
 
     def insert_promise(self, p: Promise) -> None:
         self._insert(_INSERTS, p)
@@ -419,7 +433,11 @@ class SqliteTx:
         )
 
     def update_promise(self, p: Promise) -> None:
-        self._cur.execute(*_UPDATES.args(self._update_values(p)))
+        seq = self._seqs.get(p.id)
+        if seq is None:
+            self._cur.execute(*_UPDATES.args(self._update_values(p)))
+        else:
+            self._cur.execute(*_UPDATES_BY_SEQ.args((*self._update_values(p)[:-1], seq)))
 
     def update_promises(self, promises: Sequence[Promise]) -> None:
         # One statement for all (executemany): the sweeper's batches can be thousands.
