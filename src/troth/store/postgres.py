@@ -57,18 +57,15 @@ from psycopg import sql
 
 from troth.errors import StoreUnavailable, ValidationError
 from troth.model import (
-    EMPTY,
     Callback,
     Lock,
     Promise,
-    Recv,
     Schedule,
     State,
     Task,
-    TaskKind,
     TaskState,
-    Value,
 )
+from troth.store import rows
 from troth.store.base import PromiseQuery
 
 T = TypeVar("T")
@@ -79,12 +76,12 @@ CHANNEL: Final = "troth"
 _MAX_PAYLOAD: Final = 7000
 _RETRIES: Final = 4
 _SOON_MS: Final = 5_000
-_STATES: Final = {s.value: s for s in State}
-_TASK_STATES: Final = {s.value: s for s in TaskState}
-_TASK_KINDS: Final = {k.value: k for k in TaskKind}
 _encode = msgspec.json.encode
-_headers_decode = msgspec.json.Decoder(dict[str, str]).decode
-_recv_decode = msgspec.json.Decoder(Recv).decode
+_COLUMNS: Final = rows.PROMISE_COLUMNS
+_CB_COLUMNS: Final = rows.CALLBACK_COLUMNS
+_TASK_COLUMNS: Final = rows.TASK_COLUMNS
+_LOCK_COLUMNS: Final = rows.LOCK_COLUMNS
+_SCHEDULE_COLUMNS: Final = rows.SCHEDULE_COLUMNS
 _event_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 #: Errors after which the same work, run again, will succeed.
@@ -95,14 +92,9 @@ _TRANSIENT: Final = (
     pg_errors.LockNotAvailable,
 )
 
-_COLUMNS: Final = (
-    "seq, id, state, param_headers, param_data, value_headers, value_data, timeout,"
-    " ikey_create, ikey_complete, tags, created_on, completed_on, watched"
-)
 _SELECT: Final = f"SELECT {_COLUMNS} FROM promises WHERE id = %s"
 _INSERT: Final = (
-    "INSERT INTO promises (id, state, param_headers, param_data, value_headers, value_data,"
-    " timeout, ikey_create, ikey_complete, tags, is_timer, created_on, completed_on)"
+    f"INSERT INTO promises ({rows.PROMISE_INSERT_COLUMNS})"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _UPDATE: Final = (
@@ -117,17 +109,6 @@ _STATE_FILTERS: Final = {
         " OR (state = 'PENDING' AND timeout <= %(now)s AND NOT is_timer))"
     ),
 }
-_CB_COLUMNS: Final = "id, promise_id, root_promise_id, recv, timeout, created_on"
-_TASK_COLUMNS: Final = (
-    "id, type, state, recv, root_promise_id, leaf_promise_id, counter, attempt, process_id,"
-    " ttl, timeout, expires_at, ready_at, created_on, completed_on"
-)
-_LOCK_COLUMNS: Final = "resource_id, execution_id, process_id, ttl, expires_at"
-_SCHEDULE_COLUMNS: Final = (
-    "seq, id, description, cron, tags, promise_id, promise_timeout, promise_param_headers,"
-    " promise_param_data, promise_tags, last_run_time, next_run_time, idempotency_key,"
-    " created_on"
-)
 _DISPATCHABLE: Final = (
     f"SELECT {_TASK_COLUMNS} FROM tasks AS t"
     " WHERE t.state = 'INIT' AND t.ready_at <= %(now)s AND t.timeout > %(now)s"
@@ -151,83 +132,6 @@ _NEXT_TASK_TIME: Final = (
     " (SELECT min(expires_at) FROM tasks WHERE state IN ('ENQUEUED', 'CLAIMED')),"
     " (SELECT min(timeout) FROM tasks WHERE state NOT IN ('COMPLETED', 'TIMEDOUT')))"
 )
-
-
-def _headers(raw: str | None) -> dict[str, str] | None:
-    return _headers_decode(raw) if raw else None
-
-
-def _dump(d: dict[str, str] | None) -> str | None:
-    return _encode(d).decode() if d else None
-
-
-def _value(headers: str | None, data: bytes | None) -> Value:
-    if headers is None and data is None:
-        return EMPTY
-    return Value(headers=_headers(headers), data=bytes(data) if data is not None else None)
-
-
-def _promise(row: tuple[Any, ...]) -> Promise:
-    return Promise(
-        id=row[1],
-        state=_STATES[row[2]],
-        param=_value(row[3], row[4]),
-        value=_value(row[5], row[6]),
-        timeout=row[7],
-        idempotency_key_for_create=row[8],
-        idempotency_key_for_complete=row[9],
-        tags=_headers(row[10]),
-        created_on=row[11],
-        completed_on=row[12],
-    )
-
-
-def _callback(row: tuple[Any, ...]) -> Callback:
-    return Callback(
-        id=row[0],
-        promise_id=row[1],
-        root_promise_id=row[2],
-        recv=_recv_decode(row[3]),
-        timeout=row[4],
-        created_on=row[5],
-    )
-
-
-def _task(row: tuple[Any, ...]) -> Task:
-    return Task(
-        id=row[0],
-        type=_TASK_KINDS[row[1]],
-        state=_TASK_STATES[row[2]],
-        recv=_recv_decode(row[3]),
-        root_promise_id=row[4],
-        leaf_promise_id=row[5],
-        counter=row[6],
-        attempt=row[7],
-        process_id=row[8],
-        ttl=row[9],
-        timeout=row[10],
-        expires_at=row[11],
-        ready_at=row[12],
-        created_on=row[13],
-        completed_on=row[14],
-    )
-
-
-def _schedule(row: tuple[Any, ...]) -> Schedule:
-    return Schedule(
-        id=row[1],
-        description=row[2],
-        cron=row[3],
-        tags=_headers(row[4]),
-        promise_id=row[5],
-        promise_timeout=row[6],
-        promise_param=_value(row[7], row[8]),
-        promise_tags=_headers(row[9]),
-        last_run_time=row[10],
-        next_run_time=row[11],
-        idempotency_key=row[12],
-        created_on=row[13],
-    )
 
 
 def like_pattern(pattern: str) -> str:
@@ -318,7 +222,7 @@ class PostgresTx:
     def _note(self, row: tuple[Any, ...]) -> Promise:
         if not row[13]:
             self._quiet.add(row[1])
-        return _promise(row)
+        return rows.promise(row)
 
     def _watch(self, promise_id: str) -> None:
         self._quiet.discard(promise_id)
@@ -349,48 +253,20 @@ class PostgresTx:
         return self._insert(_INSERT + " ON CONFLICT (id) DO NOTHING", p)
 
     def _insert(self, query: str, p: Promise) -> bool:
-        n = self._run(
-            query,
-            (
-                p.id,
-                p.state.value,
-                _dump(p.param.headers),
-                p.param.data,
-                _dump(p.value.headers),
-                p.value.data,
-                p.timeout,
-                p.idempotency_key_for_create,
-                p.idempotency_key_for_complete,
-                _dump(p.tags),
-                p.is_timer,
-                p.created_on,
-                p.completed_on,
-            ),
-        )
+        n = self._run(query, rows.promise_params(p, p.is_timer))
         if n != 1:
             return False
         self._written(p)
         return True
 
-    @staticmethod
-    def _update_args(p: Promise) -> tuple[Any, ...]:
-        return (
-            p.state.value,
-            _dump(p.value.headers),
-            p.value.data,
-            p.idempotency_key_for_complete,
-            p.completed_on,
-            p.id,
-        )
-
     def update_promise(self, p: Promise) -> None:
-        self._run(_UPDATE, self._update_args(p))
+        self._run(_UPDATE, rows.completion_params(p))
         self._written(p)
 
     def update_promises(self, promises: Sequence[Promise]) -> None:
         if not promises:
             return
-        self.c.executemany(_UPDATE, [self._update_args(p) for p in promises])
+        self.c.executemany(_UPDATE, [rows.completion_params(p) for p in promises])
         for p in promises:
             self._written(p)
 
@@ -415,12 +291,12 @@ class PostgresTx:
         return [(row[0], self._note(row)) for row in self._all(text, args)]
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:
-        rows = self._all(
+        found = self._all(
             f"SELECT {_COLUMNS} FROM promises WHERE state = 'PENDING' AND timeout <= %s"
             " ORDER BY timeout LIMIT %s" + (" FOR UPDATE SKIP LOCKED" if self.write else ""),
             (now, limit),
         )
-        return [self._note(r) for r in rows]
+        return [self._note(r) for r in found]
 
     def next_deadline(self) -> int | None:
         row = self._one(
@@ -446,14 +322,7 @@ class PostgresTx:
         n = self._run(
             f"INSERT INTO callbacks ({_CB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING",
-            (
-                cb.id,
-                cb.promise_id,
-                cb.root_promise_id,
-                _encode(cb.recv).decode(),
-                cb.timeout,
-                cb.created_on,
-            ),
+            rows.callback_params(cb),
         )
         if n != 1:
             return False
@@ -463,18 +332,18 @@ class PostgresTx:
     def take_callbacks(self, promise_id: str) -> list[Callback]:
         if promise_id in self._quiet:
             return []
-        rows = self._all(
+        found = self._all(
             f"DELETE FROM callbacks WHERE promise_id = %s RETURNING {_CB_COLUMNS}", (promise_id,)
         )
-        rows.sort(key=lambda r: (r[5], r[0]))
-        return [_callback(r) for r in rows]
+        found.sort(key=lambda r: (r[5], r[0]))
+        return [rows.callback(r) for r in found]
 
     # -- tasks ------------------------------------------------------------------------------
 
     def get_task(self, id: str) -> Task | None:
         if not self.write:
             row = self._one(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s", (id,))
-            return _task(row) if row else None
+            return rows.task(row) if row else None
         # Serialize every write touching tasks of one root (dispatch's "one active task per
         # root" check), then lock the row itself and read it as committed.
         row = self._one("SELECT root_promise_id FROM tasks WHERE id = %s", (id,))
@@ -482,7 +351,7 @@ class PostgresTx:
             return None
         self._lock("root:" + row[0])
         row = self._one(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s FOR UPDATE", (id,))
-        return _task(row) if row else None
+        return rows.task(row) if row else None
 
     def insert_task(self, task: Task) -> bool:
         t = task
@@ -490,24 +359,7 @@ class PostgresTx:
             f"INSERT INTO tasks ({_TASK_COLUMNS}, recv_key)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING",
-            (
-                t.id,
-                t.type.value,
-                t.state.value,
-                _encode(t.recv).decode(),
-                t.root_promise_id,
-                t.leaf_promise_id,
-                t.counter,
-                t.attempt,
-                t.process_id,
-                t.ttl,
-                t.timeout,
-                t.expires_at,
-                t.ready_at,
-                t.created_on,
-                t.completed_on,
-                t.recv.key,
-            ),
+            rows.task_params(t),
         )
         if n != 1:
             return False
@@ -516,40 +368,29 @@ class PostgresTx:
         return True
 
     def update_task(self, task: Task) -> None:
-        t = task
         self._run(
             "UPDATE tasks SET state = %s, counter = %s, attempt = %s, process_id = %s, ttl = %s,"
             " expires_at = %s, ready_at = %s, completed_on = %s WHERE id = %s",
-            (
-                t.state.value,
-                t.counter,
-                t.attempt,
-                t.process_id,
-                t.ttl,
-                t.expires_at,
-                t.ready_at,
-                t.completed_on,
-                t.id,
-            ),
+            rows.task_update_params(task),
         )
         self.events.tasks = True
 
     def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
         if not states or root_promise_id in self._quiet:
             return []
-        rows = self._all(
+        found = self._all(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE root_promise_id = %s"
             " AND state = ANY(%s) ORDER BY created_on, id" + (" FOR UPDATE" if self.write else ""),
             (root_promise_id, [s.value for s in states]),
         )
-        return [_task(r) for r in rows]
+        return [rows.task(r) for r in found]
 
     def dispatchable_tasks(self, now: int, limit: int) -> list[Task]:
-        return [_task(r) for r in self._all(_DISPATCHABLE, {"now": now, "limit": limit})]
+        return [rows.task(r) for r in self._all(_DISPATCHABLE, {"now": now, "limit": limit})]
 
     def overdue_tasks(self, now: int, limit: int) -> list[Task]:
         query = _OVERDUE if self.write else _OVERDUE.removesuffix(" FOR UPDATE SKIP LOCKED")
-        return [_task(r) for r in self._all(query, {"now": now, "limit": limit})]
+        return [rows.task(r) for r in self._all(query, {"now": now, "limit": limit})]
 
     def next_task_time(self) -> int | None:
         row = self._one(_NEXT_TASK_TIME, ())
@@ -579,27 +420,27 @@ class PostgresTx:
         return int(row[0]) if row else 0
 
     def count_tasks_by_state(self) -> dict[str, int]:
-        rows = self._all(
+        found = self._all(
             "SELECT state, count(*) FROM tasks WHERE state NOT IN ('COMPLETED', 'TIMEDOUT')"
             " GROUP BY state",
             (),
         )
-        return {state: int(n) for state, n in rows}
+        return {state: int(n) for state, n in found}
 
     def active_tasks(self, limit: int) -> list[Task]:
-        rows = self._all(
+        found = self._all(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state NOT IN ('COMPLETED', 'TIMEDOUT')"
             " ORDER BY timeout, id LIMIT %s",
             (limit,),
         )
-        return [_task(r) for r in rows]
+        return [rows.task(r) for r in found]
 
     def callbacks_of(self, promise_id: str) -> list[Callback]:
-        rows = self._all(
+        found = self._all(
             f"SELECT {_CB_COLUMNS} FROM callbacks WHERE promise_id = %s ORDER BY created_on, id",
             (promise_id,),
         )
-        return [_callback(r) for r in rows]
+        return [rows.callback(r) for r in found]
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -607,15 +448,7 @@ class PostgresTx:
         if self.write:
             self._lock("lock:" + resource_id)
         row = self._one(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE resource_id = %s", (resource_id,))
-        if row is None:
-            return None
-        return Lock(
-            resource_id=row[0],
-            execution_id=row[1],
-            process_id=row[2],
-            ttl=row[3],
-            expires_at=row[4],
-        )
+        return rows.lock(row) if row else None
 
     def put_lock(self, lock: Lock) -> None:
         self._run(
@@ -637,28 +470,11 @@ class PostgresTx:
     # -- schedules --------------------------------------------------------------------------
 
     def insert_schedule(self, schedule: Schedule) -> bool:
-        sc = schedule
         n = self._run(
-            "INSERT INTO schedules (id, description, cron, tags, promise_id, promise_timeout,"
-            " promise_param_headers, promise_param_data, promise_tags, last_run_time,"
-            " next_run_time, idempotency_key, created_on)"
+            f"INSERT INTO schedules ({rows.SCHEDULE_INSERT_COLUMNS})"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING",
-            (
-                sc.id,
-                sc.description,
-                sc.cron,
-                _dump(sc.tags),
-                sc.promise_id,
-                sc.promise_timeout,
-                _dump(sc.promise_param.headers),
-                sc.promise_param.data,
-                _dump(sc.promise_tags),
-                sc.last_run_time,
-                sc.next_run_time,
-                sc.idempotency_key,
-                sc.created_on,
-            ),
+            rows.schedule_params(schedule),
         )
         if n != 1:
             return False
@@ -668,7 +484,7 @@ class PostgresTx:
     def get_schedule(self, id: str) -> Schedule | None:
         query = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = %s"
         row = self._one(query + " FOR UPDATE" if self.write else query, (id,))
-        return _schedule(row) if row else None
+        return rows.schedule(row) if row else None
 
     def update_schedule(self, schedule: Schedule) -> None:
         self._run(
@@ -701,16 +517,16 @@ class PostgresTx:
         if where:
             text += " WHERE " + " AND ".join(where)
         text += " ORDER BY seq DESC LIMIT %(limit)s"
-        return [(row[0], _schedule(row)) for row in self._all(text, args)]
+        return [(row[0], rows.schedule(row)) for row in self._all(text, args)]
 
     def due_schedules(self, now: int, limit: int) -> list[Schedule]:
-        rows = self._all(
+        found = self._all(
             f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE next_run_time <= %s"
             " ORDER BY next_run_time, id LIMIT %s"
             + (" FOR UPDATE SKIP LOCKED" if self.write else ""),
             (now, limit),
         )
-        return [_schedule(r) for r in rows]
+        return [rows.schedule(r) for r in found]
 
     def next_schedule_time(self) -> int | None:
         row = self._one("SELECT min(next_run_time) FROM schedules", ())
@@ -834,9 +650,13 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             if self.schema:
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+                # IF NOT EXISTS still races with another connection creating it at once.
+                with contextlib.suppress(pg_errors.UniqueViolation, pg_errors.DuplicateSchema):
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             # Deadlocks between two batches are retried; find them sooner than the 1 s default
@@ -908,16 +728,16 @@ class PostgresStore:
         """Raise ``StoreUnavailable`` unless every shipped migration has been applied."""
         conn = self._connect(autocommit=True)
         try:
-            rows = conn.execute(
+            applied = conn.execute(
                 "SELECT version FROM schema_migrations WHERE version IS NOT NULL"
             ).fetchall()
         except psycopg.errors.UndefinedTable:
-            rows = []
+            applied = []
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         finally:
             self._drop(conn)
-        missing = sorted({v for v, _n, _s in self.migrations()} - {r[0] for r in rows})
+        missing = sorted({v for v, _n, _s in self.migrations()} - {r[0] for r in applied})
         if missing:
             raise StoreUnavailable(
                 f"the database lacks migrations {missing}: run `troth migrate --store ...`"
