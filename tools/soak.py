@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import statistics
 import sys
@@ -45,6 +46,7 @@ HOUR = 3_600_000
 class Window:
     start: float
     rss_kib: int = 0
+    db_kib: int = 0
     write_ms: list[float] = field(default_factory=list)
     read_ms: list[float] = field(default_factory=list)
     waits: int = 0
@@ -65,6 +67,17 @@ class Soak:
     schedules: int = 3
     fired: int = 0
     stop: bool = False
+
+    def db_kib(self) -> int:
+        """Size of the SQLite database and its WAL (0 for other stores), KiB."""
+        if not self.server.store.startswith("sqlite:///"):
+            return 0
+        path = self.server.store[len("sqlite:///") :]
+        return sum(
+            os.path.getsize(path + suffix) // 1024
+            for suffix in ("", "-wal")
+            if os.path.exists(path + suffix)
+        )
 
     @property
     def now(self) -> Window:
@@ -196,6 +209,7 @@ class Soak:
         while not self.stop:
             await asyncio.sleep(self.window_s)
             self.now.rss_kib = self.server.rss_kib()
+            self.now.db_kib = self.db_kib()
             if time.monotonic() - started >= self.duration_s:
                 self.stop = True
             else:
@@ -249,13 +263,15 @@ class Soak:
 
     def report(self) -> str:
         lines = [
-            "| t (s) | RSS (MiB) | writes | write p50 / p99 (ms) | reads | read p50 / p99 (ms)"
+            "| t (s) | RSS (MiB) | DB (MiB) | writes | write p50 / p99 (ms) | reads"
+            " | read p50 / p99 (ms)"
             " | waits | tasks | 5xx |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for w in self.windows:
             lines.append(
-                f"| {w.start:.0f} | {w.rss_kib / 1024:.1f} | {len(w.write_ms)} "
+                f"| {w.start:.0f} | {w.rss_kib / 1024:.1f} | {w.db_kib / 1024:.1f} "
+                f"| {len(w.write_ms)} "
                 f"| {_pct(w.write_ms)} | {len(w.read_ms)} | {_pct(w.read_ms)} | {w.waits} "
                 f"| {w.tasks_done} | {w.errors} |"
             )
