@@ -213,3 +213,16 @@ async def test_a_client_gone_before_the_answer_counts_as_499(engine: Engine) -> 
     assert sent == []  # nobody to answer
     metrics: Metrics = app.state.metrics
     assert metrics.requests[("POST", "/promises", 499)].count == 1
+
+
+async def test_promises_created_by_schedules_are_counted(
+    http: httpx.AsyncClient, engine: Engine, clock: FakeClock
+) -> None:
+    body = {"id": "tick", "cron": "* * * * *", "promiseId": "tick/{{.timestamp}}",
+            "promiseTimeout": 3_600_000}  # fmt: skip
+    assert (await http.post("/schedules", json=body)).status_code == 201
+    clock.advance(61_000)
+    assert await engine.fire_schedules() == 1
+    m = await scrape(http)
+    assert m[("troth_promises_created_total", ())] == 1
+    assert m[("troth_promises_pending", ())] == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from troth.engine import Engine
 from troth.errors import PayloadTooLarge, StoreUnavailable, TrothError
 from troth.logs import AccessLog
-from troth.model import EMPTY
+from troth.model import EMPTY, Promise
 from troth.server import wire
 from troth.server.auth import Authenticator
 from troth.server.fastpath import FastPath
@@ -239,6 +239,20 @@ class _App(Starlette):
         )
 
 
+def _count_fired(
+    metrics: Metrics, then: Callable[[list[Promise]], None] | None
+) -> Callable[[list[Promise]], None]:
+    """The engine's ``on_fired`` hook: count the promises schedules create, then chain."""
+
+    def fired(promises: list[Promise]) -> None:
+        for p in promises:
+            metrics.observe_promise(p)
+        if then is not None:
+            then(promises)
+
+    return fired
+
+
 def create_app(
     engine: Engine,
     *,
@@ -268,6 +282,7 @@ def create_app(
     if metrics is None:
         metrics = Metrics(engine, streams)
     engine.on_written = metrics.observe_promise
+    engine.on_fired = _count_fired(metrics, engine.on_fired)
     if hasattr(engine.store, "on_commit"):
         engine.store.on_commit = metrics.observe_commit
     api = Api(engine, max_body, metrics)
