@@ -241,3 +241,14 @@ async def test_async_client_sends_credentials(engine: Engine) -> None:
         with pytest.raises(TrothError) as info:
             await c.get_promise("via/client")
         assert info.value.code == 40100
+
+
+async def test_the_poll_port_asks_for_credentials_too(engine: Engine) -> None:
+    from troth.server.app import create_poll_app
+
+    app = create_app(engine, manage=False, auth=Authenticator("token", tokens=TOKENS))
+    poll = create_poll_app(app)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=poll), base_url="http://troth"
+    ) as c:
+        assert_error(await c.get("/workers/w1"), 401, "Bearer")
