@@ -145,6 +145,11 @@ class AccessLog:
                 }
             ).decode()
         else:
+            # A percent-encoded newline in a path must not forge a second log line.
+            if not path.isprintable():
+                path = path.encode("unicode_escape").decode()
+            if not request_id.isprintable():
+                request_id = request_id.encode("unicode_escape").decode()
             line = (
                 f"{self._prefix},{msec:03d} INFO {ACCESS} {method} {path} {status} "
                 f"{ms:.2f}ms id={request_id} route={route}"

@@ -168,3 +168,13 @@ def test_only_loopback_listeners_go_without_a_warning() -> None:
 
     assert _loopback("127.0.0.1") and _loopback("localhost") and _loopback("::1")
     assert not _loopback("0.0.0.0") and not _loopback("10.1.2.3") and not _loopback("example")
+
+
+def test_a_newline_in_a_path_cannot_forge_a_log_line() -> None:
+    out = io.StringIO()
+    access = AccessLog("text", stream=out)
+    access("GET", "/promises/a\n2026-01-01 INFO troth.access forged", 404, 0.1, "r\x01", "x")
+    access.flush()
+    [line] = out.getvalue().splitlines()
+    assert "/promises/a\\n2026-01-01 INFO troth.access forged" in line
+    assert "id=r\\x01" in line
