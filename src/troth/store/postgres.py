@@ -636,6 +636,9 @@ class PostgresStore:
         self._listen_thread: threading.Thread | None = None
         self._listen_conn: psycopg.Connection[Any] | None = None
         self._outbox: queue.SimpleQueue[tuple[str, Future[None]]] = queue.SimpleQueue()
+        #: Observer (metrics): called on a writer thread after each commit with the number
+        #: of operations and the seconds the transaction took.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -857,6 +860,7 @@ class PostgresStore:
     ) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         events = Events()
+        started = time.perf_counter()
         with conn.cursor() as cur:
             tx = PostgresTx(cur, write=True)
             try:
@@ -894,6 +898,11 @@ class PostgresStore:
                     for payload in events.payloads(self.origin):
                         cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
                 conn.commit()
+                if self.on_commit is not None:
+                    try:
+                        self.on_commit(len(batch), time.perf_counter() - started)
+                    except Exception:
+                        log.exception("on_commit observer failed")
             except psycopg.Error:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
