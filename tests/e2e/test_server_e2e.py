@@ -97,12 +97,16 @@ async def _write_load(
 async def test_kill_9_under_write_load_loses_no_acknowledged_write(db: Path) -> None:
     acked_creates: set[str] = set()
     acked_resolves: set[str] = set()
-    for _round in range(2):
+    for round in range(2):
         server = ServerProcess(store=sqlite_url(db), port=free_port())
         server.start()
         stop = asyncio.Event()
         load = asyncio.create_task(_write_load(server.url, acked_creates, acked_resolves, stop))
-        await asyncio.sleep(1.5)
+        # Kill once this round has had real load (polled: a busy machine is slow, not wrong).
+        deadline = time.monotonic() + 60
+        while len(acked_creates) < 60 * (round + 1) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         server.kill()  # SIGKILL mid-load: no shutdown code runs
         stop.set()
         await load
