@@ -51,6 +51,7 @@ class Window:
     read_ms: list[float] = field(default_factory=list)
     waits: int = 0
     tasks_done: int = 0
+    claims_refused: int = 0
     errors: int = 0
 
 
@@ -65,6 +66,8 @@ class Soak:
     tasks_done: set[str] = field(default_factory=set)
     waits_missed: int = 0
     schedules: int = 3
+    overload: bool = False
+    producers: int = 1
     fired: int = 0
     stop: bool = False
 
@@ -158,12 +161,12 @@ class Soak:
                     self.waits_missed += 1
                 await later
 
-    async def tasker(self) -> None:
+    async def tasker(self, n: int = 0) -> None:
         async with httpx.AsyncClient(base_url=self.server.url, timeout=30) as http:
             i = 0
             while not self.stop:
                 i += 1
-                id = f"soak/task/{i}"
+                id = f"soak/task/{n}/{i}"
                 body = {
                     "id": id,
                     "timeout": int(time.time() * 1000) + HOUR,
@@ -173,6 +176,14 @@ class Soak:
                 if r is not None and r.status_code == 201:
                     self.tasks_created.add(id)
                 await asyncio.sleep(0.02)
+                # Back-pressure: a steady state, not an ever-growing backlog (--overload
+                # turns it off to show what a worker slower than its producers does).
+                while (  # noqa: ASYNC110
+                    not self.overload
+                    and not self.stop
+                    and len(self.tasks_created) - len(self.tasks_done) > 100
+                ):
+                    await asyncio.sleep(0.05)
 
     async def worker(self) -> None:
         async with httpx.AsyncClient(base_url=self.server.url, timeout=30) as http:
@@ -190,6 +201,8 @@ class Soak:
                         json={**ref, "processId": "w1", "ttl": 30000},
                     )
                     if r is None or r.status_code != 201:
+                        if r is not None and r.status_code == 403:
+                            self.now.claims_refused += 1
                         continue
                     root = t["rootPromiseId"]
                     await self._req(
@@ -232,7 +245,7 @@ class Soak:
         jobs = [
             *(self.writer(n) for n in range(4)),
             *(self.waiter(n) for n in range(8)),
-            self.tasker(),
+            *(self.tasker(n) for n in range(self.producers)),
             self.sampler(started),
         ]
         await asyncio.gather(*jobs)
@@ -264,16 +277,15 @@ class Soak:
     def report(self) -> str:
         lines = [
             "| t (s) | RSS (MiB) | DB (MiB) | writes | write p50 / p99 (ms) | reads"
-            " | read p50 / p99 (ms)"
-            " | waits | tasks | 5xx |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            " | read p50 / p99 (ms) | waits | tasks | refused claims | 5xx |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for w in self.windows:
             lines.append(
                 f"| {w.start:.0f} | {w.rss_kib / 1024:.1f} | {w.db_kib / 1024:.1f} "
                 f"| {len(w.write_ms)} "
                 f"| {_pct(w.write_ms)} | {len(w.read_ms)} | {_pct(w.read_ms)} | {w.waits} "
-                f"| {w.tasks_done} | {w.errors} |"
+                f"| {w.tasks_done} | {w.claims_refused} | {w.errors} |"
             )
         return "\n".join(lines)
 
@@ -306,11 +318,17 @@ def _pct(xs: list[float]) -> str:
     return f"{s[len(s) // 2]:.1f} / {s[int(0.99 * (len(s) - 1))]:.1f}"
 
 
-async def soak(store: str, duration_s: float, window_s: float, log: Path | None = None) -> Soak:
+async def soak(
+    store: str,
+    duration_s: float,
+    window_s: float,
+    log: Path | None = None,
+    overload: bool = False,
+) -> Soak:
     server = Server(store, log=log)
     server.start()
     try:
-        s = Soak(server, duration_s, window_s)
+        s = Soak(server, duration_s, window_s, overload=overload, producers=4 if overload else 1)
         await s.run()
         return s
     finally:
@@ -323,10 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=15.0, help="sampling window, s")
     parser.add_argument("--store", help="store URL (default: a SQLite file in a temp dir)")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="4 task producers without back-pressure against one worker (docs/reliability.md)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:///{Path(tmp) / 'soak.db'}"
-        s = asyncio.run(soak(store, args.minutes * 60, args.window))
+        s = asyncio.run(soak(store, args.minutes * 60, args.window, overload=args.overload))
     v = s.verdict()
     writes = sum(len(w.write_ms) for w in s.windows)
     reads = sum(len(w.read_ms) for w in s.windows)
