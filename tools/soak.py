@@ -324,8 +324,12 @@ async def soak(
     window_s: float,
     log: Path | None = None,
     overload: bool = False,
+    sqlite_cache_kib: int | None = None,
 ) -> Soak:
     server = Server(store, log=log)
+    if sqlite_cache_kib is not None:  # through the test wrapper: only the cache differs
+        server.bug = "none"
+        server.env = {"TROTH_RELIABILITY_SQLITE_CACHE_KIB": str(sqlite_cache_kib)}
     server.start()
     try:
         s = Soak(server, duration_s, window_s, overload=overload, producers=4 if overload else 1)
@@ -342,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="store URL (default: a SQLite file in a temp dir)")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     parser.add_argument(
+        "--sqlite-cache-kib",
+        type=int,
+        help="cap SQLite's page cache per connection (tells cache growth from leaks)",
+    )
+    parser.add_argument(
         "--overload",
         action="store_true",
         help="4 task producers without back-pressure against one worker (docs/reliability.md)",
@@ -349,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:///{Path(tmp) / 'soak.db'}"
-        s = asyncio.run(soak(store, args.minutes * 60, args.window, overload=args.overload))
+        s = asyncio.run(
+            soak(
+                store,
+                args.minutes * 60,
+                args.window,
+                overload=args.overload,
+                sqlite_cache_kib=args.sqlite_cache_kib,
+            )
+        )
     v = s.verdict()
     writes = sum(len(w.write_ms) for w in s.windows)
     reads = sum(len(w.read_ms) for w in s.windows)

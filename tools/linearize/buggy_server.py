@@ -13,7 +13,9 @@ this process only (nothing in src/ changes), then runs the ordinary CLI. Bugs:
 
 Not a bug, a test knob: ``TROTH_RELIABILITY_TIME_TO_CLAIM_MS`` shortens the time a sent task
 has to be claimed before it is dispatched again (default 60 s), so that crash tests do not
-wait a minute for tasks that were in flight when the server was killed.
+wait a minute for tasks that were in flight when the server was killed. Another:
+``TROTH_RELIABILITY_SQLITE_CACHE_KIB`` caps SQLite's page cache per connection (default
+64 MiB), so that a soak can tell cache growth from a leak.
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ def plant(bug: str) -> None:
         Engine.get_promise = get_promise  # type: ignore[method-assign]
     elif bug != "none":
         raise SystemExit(f"unknown bug {bug!r}; one of {', '.join(BUGS)}")
+    cache_kib = os.environ.get("TROTH_RELIABILITY_SQLITE_CACHE_KIB")
+    if cache_kib:
+        import sqlite3
+
+        from troth.store.sqlite import SqliteStore
+
+        connect = SqliteStore._connect
+
+        def small_cache(self: SqliteStore, *, readonly: bool) -> sqlite3.Connection:
+            conn = connect(self, readonly=readonly)
+            conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+            return conn
+
+        SqliteStore._connect = small_cache  # type: ignore[method-assign]
     claim_ms = os.environ.get("TROTH_RELIABILITY_TIME_TO_CLAIM_MS")
     if claim_ms:
         from troth.engine.dispatch import TaskSettings
