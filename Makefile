@@ -50,5 +50,5 @@ reliability: $(STAMP)
 	$(BIN)/python -m tools.crash --cycles 30
 	$(BIN)/python -m tools.crash --cycles 10 --store '$(RELIABILITY_PG)?schema=troth_rel_crash_'$$$$
 	TROTH_FUZZ_EXAMPLES=200 $(BIN)/pytest -q -p no:cacheprovider tests/reliability/test_schemathesis.py tests/reliability/test_fuzz_wire.py
-	$(BIN)/python -m tools.soak --minutes 5 --out benchmarks/results/soak.md
+	$(BIN)/python -m tools.soak --minutes 5 --out benchmarks/results/soak-latest.md
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
