@@ -239,6 +239,8 @@ class Troth:
         self._results = None
         if self._pipeline is not None:
             await self._pipeline.close()
+        if isinstance(getattr(self, "backend", None), EngineBackend):
+            self.backend.close()  # type: ignore[attr-defined]
         if self._engine is not None:
             await self._engine.stop()
         if self._client is not None:
