@@ -60,6 +60,13 @@ log = logging.getLogger("troth.engine")
 SEARCH_STATES = ("pending", "resolved", "rejected")
 
 
+def _search_state(state: State) -> str:
+    """The ``state`` search filter a stored state falls under (API.md 1.5)."""
+    if state is State.PENDING:
+        return "pending"
+    return "resolved" if state is State.RESOLVED else "rejected"
+
+
 Fence = tuple[str, int]
 """``(task id, counter)`` from the ``Task-Id`` / ``Task-Counter`` headers."""
 
@@ -549,10 +556,19 @@ class Engine(TaskOps, ScheduleOps):
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         due = [p.id for _, p in rows if p.state is State.PENDING and now >= p.timeout]
+        next_cursor = self._cursors.encode(query, rows[-1][0]) if more and rows else None
         if due:
             expired = await self._expire(due)
+            # A due promise that did not time out was completed by another request (another
+            # process) after our read: never return the stale PENDING row; read it again and
+            # keep it only if it still matches the state filter (found by tools/linearize).
+            gone = [id for id in due if id not in expired]
+            if gone:
+                fresh = await self.store.read(lambda tx: {id: tx.get_promise(id) for id in gone})
+                expired.update({id: p for id, p in fresh.items() if p is not None})
             rows = [(seq, expired.get(p.id, p)) for seq, p in rows]
-        next_cursor = self._cursors.encode(query, rows[-1][0]) if more and rows else None
+            if query.state is not None:
+                rows = [(seq, p) for seq, p in rows if _search_state(p.state) == query.state]
         return SearchPage(promises=[p for _, p in rows], cursor=next_cursor)
 
     # -- timeouts ------------------------------------------------------------------------
