@@ -1,15 +1,17 @@
-"""SQLite store: one writer thread with group commit, a small pool of reader threads.
+"""SQLite store: group commit on the event loop with a committer thread, reader threads.
 
 Durability: WAL with ``synchronous=FULL`` by default, so a write acknowledged to a client
 has been fsynced and survives kill -9 and power loss. ``?synchronous=normal`` in the URL
 trades that for speed: a power loss (not a process crash) may then lose the last
 transactions.
 
-Group commit: every write operation is queued to the writer thread, which takes everything
-queued (up to ``MAX_BATCH``), runs each operation under its own SAVEPOINT inside one
-``BEGIN IMMEDIATE`` transaction, commits once (one fsync), and only then completes the
-callers' futures. While one batch is being fsynced the next one queues up, so throughput
-grows with concurrency instead of being capped at one fsync per request.
+Group commit: write operations queue on the store's event loop; when the write connection is
+free the loop takes everything queued (up to ``MAX_BATCH``), runs the operations inside one
+``BEGIN IMMEDIATE`` transaction (an operation that raises is undone alone: see ``_apply``),
+and hands the COMMIT (WAL write + one fsync, GIL released) to the committer thread; only
+after it returns are the callers' futures completed. While one batch is being committed the
+next one queues up, so throughput grows with concurrency instead of being capped at one
+fsync per request, and the operations cost no thread hop or GIL hand-off each.
 """
 
 from __future__ import annotations
@@ -787,8 +789,9 @@ class SqliteStore:
         self._read_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        #: Optional observer (metrics): called on the writer thread after each write
-        #: transaction with its number of operations and its duration in seconds.
+        #: Optional observer (metrics): called on the committer thread after each write
+        #: transaction with its number of operations and its duration in seconds (from the
+        #: start of the batch to the end of its COMMIT).
         self.on_commit: Callable[[int, float], None] | None = None
 
     # -- connections ---------------------------------------------------------------------
