@@ -38,14 +38,13 @@ from troth.model import (
     Callback,
     Lock,
     Promise,
-    Recv,
     Schedule,
     State,
     Task,
-    TaskKind,
     TaskState,
     Value,
 )
+from troth.store import rows
 from troth.store.base import PromiseQuery, Tx
 
 T = TypeVar("T")
@@ -146,16 +145,9 @@ _UNAVAILABLE_HINTS: Final = ("disk", "full", "readonly", "read-only", "locked", 
 
 # -- the task framework ----------------------------------------------------------------------
 
-_TASK_STATES: Final = {s.value: s for s in TaskState}
-_TASK_KINDS: Final = {k.value: k for k in TaskKind}
-_recv_decode = msgspec.json.Decoder(Recv).decode
-
-_CB_COLUMNS: Final = "id, promise_id, root_promise_id, recv, timeout, created_on"
-_TASK_COLUMNS: Final = (
-    "id, type, state, recv, root_promise_id, leaf_promise_id, counter, attempt, process_id,"
-    " ttl, timeout, expires_at, ready_at, created_on, completed_on"
-)
-_LOCK_COLUMNS: Final = "resource_id, execution_id, process_id, ttl, expires_at"
+_CB_COLUMNS: Final = rows.CALLBACK_COLUMNS
+_TASK_COLUMNS: Final = rows.TASK_COLUMNS
+_LOCK_COLUMNS: Final = rows.LOCK_COLUMNS
 # The state conditions below are spelled exactly as the WHERE clauses of the partial indexes
 # of 0002_tasks.sql, or SQLite would not use those indexes.
 _INIT: Final = "state = 'INIT'"
@@ -227,11 +219,7 @@ _PUT_LOCK: Final = (
 
 # -- schedules -------------------------------------------------------------------------------
 
-_SCHEDULE_COLUMNS: Final = (
-    "seq, id, description, cron, tags, promise_id, promise_timeout, promise_param_headers,"
-    " promise_param_data, promise_tags, last_run_time, next_run_time, idempotency_key,"
-    " created_on"
-)
+_SCHEDULE_COLUMNS: Final = rows.SCHEDULE_COLUMNS
 _SELECT_SCHEDULE: Final = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?"
 _INSERT_SCHEDULE: Final = (
     "INSERT INTO schedules (id, description, cron, tags, promise_id, promise_timeout,"
@@ -280,60 +268,6 @@ def _promise(row: tuple[Any, ...]) -> Promise:
 
 def _dump(d: dict[str, str] | None) -> str | None:
     return _json_encode(d).decode() if d else None
-
-
-def _callback(row: tuple[Any, ...]) -> Callback:
-    return Callback(
-        id=row[0],
-        promise_id=row[1],
-        root_promise_id=row[2],
-        recv=_recv_decode(row[3]),
-        timeout=row[4],
-        created_on=row[5],
-    )
-
-
-def _task(row: tuple[Any, ...]) -> Task:
-    return Task(
-        id=row[0],
-        type=_TASK_KINDS[row[1]],
-        state=_TASK_STATES[row[2]],
-        recv=_recv_decode(row[3]),
-        root_promise_id=row[4],
-        leaf_promise_id=row[5],
-        counter=row[6],
-        attempt=row[7],
-        process_id=row[8],
-        ttl=row[9],
-        timeout=row[10],
-        expires_at=row[11],
-        ready_at=row[12],
-        created_on=row[13],
-        completed_on=row[14],
-    )
-
-
-def _lock(row: tuple[Any, ...]) -> Lock:
-    return Lock(
-        resource_id=row[0], execution_id=row[1], process_id=row[2], ttl=row[3], expires_at=row[4]
-    )
-
-
-def _schedule(row: tuple[Any, ...]) -> Schedule:
-    return Schedule(
-        id=row[1],
-        description=row[2],
-        cron=row[3],
-        tags=_headers(row[4]),
-        promise_id=row[5],
-        promise_timeout=row[6],
-        promise_param=_value(row[7], row[8]),
-        promise_tags=_headers(row[9]),
-        last_run_time=row[10],
-        next_run_time=row[11],
-        idempotency_key=row[12],
-        created_on=row[13],
-    )
 
 
 def glob_pattern(pattern: str) -> str:
@@ -471,12 +405,12 @@ class SqliteTx:
     # INDEXED BY: without ANALYZE statistics the planner prefers (state, seq) and scans every
     # pending row; the partial index on timeout makes both queries O(due) instead.
     def due_promises(self, now: int, limit: int) -> list[Promise]:
-        rows = self.c.execute(
+        found = self.c.execute(
             f"SELECT {_COLUMNS} FROM promises INDEXED BY promises_pending_by_timeout"
             " WHERE state = 'PENDING' AND timeout <= ? ORDER BY timeout LIMIT ?",
             (now, limit),
         )
-        return [self._note(r) for r in rows]
+        return [self._note(r) for r in found]
 
     def next_deadline(self) -> int | None:
         row = self.c.execute(
@@ -502,14 +436,7 @@ class SqliteTx:
         cb = callback
         cur = self.c.execute(
             _INSERT_CALLBACK,
-            (
-                cb.id,
-                cb.promise_id,
-                cb.root_promise_id,
-                _json_encode(cb.recv).decode(),
-                cb.timeout,
-                cb.created_on,
-            ),
+            rows.callback_params(cb),
         )
         if cur.rowcount != 1:
             return False
@@ -520,38 +447,21 @@ class SqliteTx:
         if promise_id in self._quiet:
             return []
         # RETURNING yields rows in no defined order: sort them as documented.
-        rows = self.c.execute(_TAKE_CALLBACKS, (promise_id,)).fetchall()
-        rows.sort(key=lambda r: (r[5], r[0]))
-        return [_callback(r) for r in rows]
+        found = self.c.execute(_TAKE_CALLBACKS, (promise_id,)).fetchall()
+        found.sort(key=lambda r: (r[5], r[0]))
+        return [rows.callback(r) for r in found]
 
     # -- tasks ----------------------------------------------------------------------------
 
     def get_task(self, id: str) -> Task | None:
         row = self.c.execute(_SELECT_TASK, (id,)).fetchone()
-        return _task(row) if row else None
+        return rows.task(row) if row else None
 
     def insert_task(self, task: Task) -> bool:
         t = task
         cur = self.c.execute(
             _INSERT_TASK,
-            (
-                t.id,
-                t.type.value,
-                t.state.value,
-                _json_encode(t.recv).decode(),
-                t.root_promise_id,
-                t.leaf_promise_id,
-                t.counter,
-                t.attempt,
-                t.process_id,
-                t.ttl,
-                t.timeout,
-                t.expires_at,
-                t.ready_at,
-                t.created_on,
-                t.completed_on,
-                t.recv.key,
-            ),
+            rows.task_params(t),
         )
         if cur.rowcount != 1:
             return False
@@ -562,37 +472,27 @@ class SqliteTx:
         t = task
         self.c.execute(
             _UPDATE_TASK,
-            (
-                t.state.value,
-                t.counter,
-                t.attempt,
-                t.process_id,
-                t.ttl,
-                t.expires_at,
-                t.ready_at,
-                t.completed_on,
-                t.id,
-            ),
+            rows.task_update_params(t),
         )
 
     def tasks_of_root(self, root_promise_id: str, states: Sequence[TaskState]) -> list[Task]:
         if not states or root_promise_id in self._quiet:
             return []
         marks = ", ".join("?" * len(states))
-        rows = self.c.execute(
+        found = self.c.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_root"
             f" WHERE root_promise_id = ? AND state IN ({marks}) ORDER BY created_on, id",
             (root_promise_id, *(s.value for s in states)),
         )
-        return [_task(r) for r in rows]
+        return [rows.task(r) for r in found]
 
     def dispatchable_tasks(self, now: int, limit: int) -> list[Task]:
-        rows = self.c.execute(_DISPATCHABLE, {"now": now, "limit": limit})
-        return [_task(r) for r in rows]
+        found = self.c.execute(_DISPATCHABLE, {"now": now, "limit": limit})
+        return [rows.task(r) for r in found]
 
     def overdue_tasks(self, now: int, limit: int) -> list[Task]:
-        rows = self.c.execute(_OVERDUE, {"now": now, "limit": limit})
-        return [_task(r) for r in rows]
+        found = self.c.execute(_OVERDUE, {"now": now, "limit": limit})
+        return [rows.task(r) for r in found]
 
     def next_task_time(self) -> int | None:
         row = self.c.execute(_NEXT_TASK_TIME).fetchone()
@@ -614,27 +514,27 @@ class SqliteTx:
         return int(row[0])
 
     def count_tasks_by_state(self) -> dict[str, int]:
-        rows = self.c.execute(
+        found = self.c.execute(
             "SELECT state, count(*) FROM tasks INDEXED BY tasks_unfinished_by_timeout"
             f" WHERE {_UNFINISHED} GROUP BY state"
         )
-        return {state: int(n) for state, n in rows}
+        return {state: int(n) for state, n in found}
 
     def active_tasks(self, limit: int) -> list[Task]:
-        rows = self.c.execute(
+        found = self.c.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_unfinished_by_timeout"
             f" WHERE {_UNFINISHED} ORDER BY timeout, id LIMIT ?",
             (limit,),
         )
-        return [_task(r) for r in rows]
+        return [rows.task(r) for r in found]
 
     def callbacks_of(self, promise_id: str) -> list[Callback]:
-        rows = self.c.execute(
+        found = self.c.execute(
             f"SELECT {_CB_COLUMNS} FROM callbacks INDEXED BY callbacks_by_promise"
             " WHERE promise_id = ? ORDER BY created_on, id",
             (promise_id,),
         )
-        return [_callback(r) for r in rows]
+        return [rows.callback(r) for r in found]
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -642,7 +542,7 @@ class SqliteTx:
         row = self.c.execute(
             f"SELECT {_LOCK_COLUMNS} FROM locks WHERE resource_id = ?", (resource_id,)
         ).fetchone()
-        return _lock(row) if row else None
+        return rows.lock(row) if row else None
 
     def put_lock(self, lock: Lock) -> None:
         self.c.execute(
@@ -664,21 +564,7 @@ class SqliteTx:
         sc = schedule
         cur = self.c.execute(
             _INSERT_SCHEDULE,
-            (
-                sc.id,
-                sc.description,
-                sc.cron,
-                _dump(sc.tags),
-                sc.promise_id,
-                sc.promise_timeout,
-                _dump(sc.promise_param.headers),
-                sc.promise_param.data,
-                _dump(sc.promise_tags),
-                sc.last_run_time,
-                sc.next_run_time,
-                sc.idempotency_key,
-                sc.created_on,
-            ),
+            rows.schedule_params(sc),
         )
         if cur.rowcount != 1:
             return False
@@ -692,7 +578,7 @@ class SqliteTx:
 
     def get_schedule(self, id: str) -> Schedule | None:
         row = self.c.execute(_SELECT_SCHEDULE, (id,)).fetchone()
-        return _schedule(row) if row else None
+        return rows.schedule(row) if row else None
 
     def update_schedule(self, schedule: Schedule) -> None:
         self.c.execute(
@@ -732,10 +618,10 @@ class SqliteTx:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT :limit"
-        return [(row[0], _schedule(row)) for row in self.c.execute(sql, args)]
+        return [(row[0], rows.schedule(row)) for row in self.c.execute(sql, args)]
 
     def due_schedules(self, now: int, limit: int) -> list[Schedule]:
-        return [_schedule(r) for r in self.c.execute(_DUE_SCHEDULES, (now, limit))]
+        return [rows.schedule(r) for r in self.c.execute(_DUE_SCHEDULES, (now, limit))]
 
     def next_schedule_time(self) -> int | None:
         row = self.c.execute(_NEXT_SCHEDULE_TIME).fetchone()
