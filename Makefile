@@ -52,3 +52,4 @@ reliability: $(STAMP)
 	TROTH_FUZZ_EXAMPLES=200 $(BIN)/pytest -q -p no:cacheprovider tests/reliability/test_schemathesis.py tests/reliability/test_fuzz_wire.py
 	$(BIN)/python -m tools.soak --minutes 5 --out benchmarks/results/soak-latest.md
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
+	$(BIN)/python -m tools.dropschemas '$(RELIABILITY_PG)' troth_rel_
