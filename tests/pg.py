@@ -78,3 +78,17 @@ def session_store(**options: object) -> PostgresStore:
     """A store on this run's test schema (empty it with ``truncate`` after the test)."""
     options.setdefault("timeout_ms", 120_000)  # bulk set-ups of tests take long
     return PostgresStore(pg_url(SESSION_SCHEMA, writers=2, readers=2, **options))
+
+
+class OnPostgres:
+    """Mixin for a hypothesis state machine: its store is this run's test schema, emptied
+    after each example (put it before the machine class in the bases)."""
+
+    def make_store(self) -> PostgresStore:
+        return session_store()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()  # type: ignore[misc]
+        finally:
+            truncate(SESSION_SCHEMA)

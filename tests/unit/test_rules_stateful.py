@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tests.pg import SESSION_SCHEMA, session_store, truncate
+from tests.pg import OnPostgres
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.errors import AlreadyCompleted, AlreadyExists, NotFound
@@ -365,17 +365,8 @@ SqliteEngineMachine.TestCase.settings = settings(
 TestEngineOnSqlite = SqliteEngineMachine.TestCase
 
 
-class PostgresEngineMachine(SqliteEngineMachine):
-    """The same machine on PostgreSQL (this run's test schema, emptied after each example)."""
-
-    def make_store(self) -> Store:
-        return session_store()
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            truncate(SESSION_SCHEMA)
+class PostgresEngineMachine(OnPostgres, EngineMachine):
+    """The same machine on PostgreSQL."""
 
 
 PostgresEngineMachine.TestCase.settings = settings(

@@ -54,7 +54,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.pg import SESSION_SCHEMA, session_store, truncate
+from tests.pg import OnPostgres
 from troth.clock import FakeClock
 from troth.engine import Engine
 from troth.engine.dispatch import Dispatcher, TaskSettings
@@ -713,17 +713,8 @@ SqliteTaskMachine.TestCase.settings = settings(
 TestTasksOnSqlite = SqliteTaskMachine.TestCase
 
 
-class PostgresTaskMachine(SqliteTaskMachine):
-    """The same machine on PostgreSQL (this run's test schema, emptied after each example)."""
-
-    def make_store(self) -> Store:
-        return session_store()
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            truncate(SESSION_SCHEMA)
+class PostgresTaskMachine(OnPostgres, TaskMachine):
+    """The same machine on PostgreSQL."""
 
 
 PostgresTaskMachine.TestCase.settings = settings(

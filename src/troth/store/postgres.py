@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import os
 import queue
@@ -67,6 +66,7 @@ from troth.model import (
 )
 from troth.store import rows
 from troth.store.base import PromiseQuery
+from troth.store.sql import migrations
 
 T = TypeVar("T")
 log = logging.getLogger("troth.store.postgres")
@@ -720,12 +720,7 @@ class PostgresStore:
     @staticmethod
     def migrations() -> list[tuple[int, str, str]]:
         """Every migration shipped with troth: (version, name, SQL), in order."""
-        found = []
-        for entry in importlib.resources.files("troth.store.sql.postgres").iterdir():
-            name = entry.name
-            if name.endswith(".sql") and name[:4].isdigit():
-                found.append((int(name[:4]), name[5:-4], entry.read_text()))
-        return sorted(found)
+        return migrations("postgres")
 
     def check_schema(self) -> None:
         """Raise ``StoreUnavailable`` unless every shipped migration has been applied."""
@@ -830,18 +825,15 @@ class PostgresStore:
                 loop.call_soon_threadsafe(_deliver, items)
 
     def _run_batch(self, conn: psycopg.Connection[Any], batch: list[_Item]) -> list[_Outcome]:
-        """Run a batch in one transaction, retrying transient conflicts; a batch that keeps
-        conflicting runs one operation per transaction."""
-        for _attempt in range(_RETRIES):
+        """Run a batch in one transaction; after a transient conflict (another process's
+        transaction), run one operation per transaction, each retried with backoff."""
+        try:
             try:
-                try:
-                    return self._apply(conn, batch, isolate=False)
-                except _OpRaised:
-                    return self._apply(conn, batch, isolate=True)
-            except _TRANSIENT as exc:
-                log.debug("batch of %d conflicted (%s); retrying", len(batch), exc)
-                if len(batch) > 1:
-                    break
+                return self._apply(conn, batch, isolate=False)
+            except _OpRaised:
+                return self._apply(conn, batch, isolate=True)
+        except _TRANSIENT as exc:
+            log.debug("batch of %d conflicted (%s); one operation at a time", len(batch), exc)
         out: list[_Outcome] = []
         for item in batch:
             for attempt in range(_RETRIES * 2):

@@ -2,7 +2,8 @@
 
 SQLite and PostgreSQL store the same columns in the same order (only types differ: 0/1 vs
 booleans, BLOB vs BYTEA), so the tuples sent and the rows read are built here once.
-Headers and tags are JSON text, kept as given (key order included).
+Headers and tags are JSON text, kept as given (key order included); blobs come back as
+``bytes`` from both drivers.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def dump_recv(recv: Recv) -> str:
 def value(raw_headers: str | None, data: bytes | None) -> Value:
     if raw_headers is None and data is None:
         return EMPTY
-    return Value(headers=headers(raw_headers), data=bytes(data) if data is not None else None)
+    return Value(headers=headers(raw_headers), data=data)
 
 
 def promise(row: tuple[Any, ...]) -> Promise:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import queue
 import sqlite3
@@ -29,11 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
-
 from troth.errors import StoreUnavailable, ValidationError
 from troth.model import (
-    EMPTY,
     TIMER_TAG,
     Callback,
     Lock,
@@ -42,23 +38,17 @@ from troth.model import (
     State,
     Task,
     TaskState,
-    Value,
 )
 from troth.store import rows
 from troth.store.base import PromiseQuery, Tx
+from troth.store.sql import migrations
 
 T = TypeVar("T")
 log = logging.getLogger("troth.store.sqlite")
 
 MAX_BATCH: Final = 1024
-_STATES: Final = {s.value: s for s in State}
-_json_encode = msgspec.json.encode
-_headers_decode = msgspec.json.Decoder(dict[str, str]).decode
 
-_COLUMNS: Final = (
-    "seq, id, state, param_headers, param_data, value_headers, value_data, timeout,"
-    " ikey_create, ikey_complete, tags, created_on, completed_on, watched"
-)
+_COLUMNS: Final = rows.PROMISE_COLUMNS
 _WATCH: Final = "UPDATE promises SET watched = 1 WHERE id = ? AND watched = 0"
 _SELECT_BY_ID: Final = f"SELECT {_COLUMNS} FROM promises WHERE id = ?"
 _INSERT_COLUMNS: Final = (
@@ -241,35 +231,6 @@ _NEXT_SCHEDULE_TIME: Final = (
 )
 
 
-def _headers(raw: str | None) -> dict[str, str] | None:
-    return _headers_decode(raw) if raw else None
-
-
-def _value(headers: str | None, data: bytes | None) -> Value:
-    if headers is None and data is None:
-        return EMPTY
-    return Value(headers=_headers(headers), data=data)
-
-
-def _promise(row: tuple[Any, ...]) -> Promise:
-    return Promise(
-        id=row[1],
-        state=_STATES[row[2]],
-        param=_value(row[3], row[4]),
-        value=_value(row[5], row[6]),
-        timeout=row[7],
-        idempotency_key_for_create=row[8],
-        idempotency_key_for_complete=row[9],
-        tags=_headers(row[10]),
-        created_on=row[11],
-        completed_on=row[12],
-    )
-
-
-def _dump(d: dict[str, str] | None) -> str | None:
-    return _json_encode(d).decode() if d else None
-
-
 def glob_pattern(pattern: str) -> str:
     """Turn a search pattern (``*`` wildcard, every other character literal) into a GLOB."""
     return pattern.replace("[", "[[]").replace("?", "[?]")
@@ -303,7 +264,7 @@ class SqliteTx:
     def _note(self, row: tuple[Any, ...]) -> Promise:
         if not row[13]:
             self._quiet.add(row[1])
-        return _promise(row)
+        return rows.promise(row)
 
     def _watch(self, promise_id: str) -> None:
         self._quiet.discard(promise_id)
@@ -331,14 +292,14 @@ class SqliteTx:
             (
                 p.id,
                 _STATE_TEXT[p.state],
-                _dump(param.headers) if param.headers else None,
+                rows.dump(param.headers) if param.headers else None,
                 param.data,
-                _dump(value.headers) if value.headers else None,
+                rows.dump(value.headers) if value.headers else None,
                 value.data,
                 p.timeout,
                 p.idempotency_key_for_create,
                 p.idempotency_key_for_complete,
-                _dump(tags) if tags else None,
+                rows.dump(tags) if tags else None,
                 1 if tags and tags.get(TIMER_TAG) == "true" else 0,
                 p.created_on,
                 p.completed_on,
@@ -361,7 +322,7 @@ class SqliteTx:
         value = p.value
         return (
             _STATE_TEXT[p.state],
-            _dump(value.headers) if value.headers else None,
+            rows.dump(value.headers) if value.headers else None,
             value.data,
             p.idempotency_key_for_complete,
             p.completed_on,
@@ -593,7 +554,7 @@ class SqliteTx:
         # Each tag row by its full primary key: the side table has no index on seq alone.
         self.c.executemany(
             "DELETE FROM schedule_tags WHERE key = ? AND value = ? AND seq = ?",
-            [(k, v, seq) for k, v in (_headers(tags) or {}).items()],
+            [(k, v, seq) for k, v in (rows.headers(tags) or {}).items()],
         )
         return True
 
@@ -761,12 +722,7 @@ class SqliteStore:
     @staticmethod
     def migrations() -> list[tuple[int, str, str]]:
         """Every migration shipped with troth: (version, name, SQL), in order."""
-        found = []
-        for entry in importlib.resources.files("troth.store.sql.sqlite").iterdir():
-            name = entry.name
-            if name.endswith(".sql") and name[:4].isdigit():
-                found.append((int(name[:4]), name[5:-4], entry.read_text()))
-        return sorted(found)
+        return migrations("sqlite")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
